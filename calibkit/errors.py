@@ -1,0 +1,40 @@
+"""Every exception calibkit raises on purpose.
+
+Each error also inherits the built-in a caller would expect (``ValueError`` for bad input,
+``ImportError`` for a missing extra), so generic ``except ValueError`` code keeps working.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "CacheFormatError",
+    "CalibkitError",
+    "HistogramMergeError",
+    "MissingDependencyError",
+    "NonFiniteError",
+    "NotCollectedError",
+]
+
+
+class CalibkitError(Exception):
+    """Base of every error calibkit raises on purpose."""
+
+
+class NotCollectedError(CalibkitError, RuntimeError):
+    """A result was asked for before any data was collected."""
+
+
+class NonFiniteError(CalibkitError, ValueError):
+    """A batch held NaN where the policy says NaN is an error."""
+
+
+class HistogramMergeError(CalibkitError, ValueError):
+    """Two histograms cannot be merged exactly (bin counts or ranges incompatible)."""
+
+
+class CacheFormatError(CalibkitError, ValueError):
+    """A calibration cache (or a file in another supported format) is malformed."""
+
+
+class MissingDependencyError(CalibkitError, ImportError):
+    """An optional dependency (an extra) is not installed."""
