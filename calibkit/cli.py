@@ -18,6 +18,8 @@ from .errors import CalibkitError
 logger = logging.getLogger(__name__)
 
 
+_SECTIONS: list = []  # functions (subparsers) -> None; each section below appends its own
+
 # --- sub-command sections: each block registers its parser(s) and handler(s) ---------------
 # (one section per feature, so that features can be edited independently)
 
@@ -35,9 +37,6 @@ logger = logging.getLogger(__name__)
 
 # >>> section: research (compare / report / stability)
 # <<< section: research (compare / report / stability)
-
-_SECTIONS: list = []  # functions (subparsers) -> None, appended by each section above
-
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the full argument parser (used by ``main`` and by the docs)."""
