@@ -1,0 +1,434 @@
+"""Selectors: a histogram (or an exact max) in, a clipping threshold amax out.
+
+One class per method, each holding only its own parameters; ``select`` is a pure function of
+the histogram. ``make_selector("entropy2")`` builds one from the spec strings the command line
+takes. The TensorRT algorithms and the evidence behind each choice are in docs/algorithms.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from . import _kernels as _impl
+from .histogram import Histogram
+
+__all__ = [
+    "ENTROPY_PRESETS",
+    "EntropySelector",
+    "LegacySelector",
+    "MSESelector",
+    "MinMaxSelector",
+    "PercentileSelector",
+    "compute_amax",
+    "make_selector",
+]
+
+_GROUPINGS = {
+    "proportional": _impl.GROUP_PROPORTIONAL,
+    "floor": _impl.GROUP_FLOOR,
+    "fractional": _impl.GROUP_FRACTIONAL,
+}
+
+
+def _choice(name: str, value: str, allowed) -> None:
+    if value not in allowed:
+        msg = f"{name} must be one of {sorted(allowed)}, got {value!r}"
+        raise ValueError(msg)
+
+
+def _pick(d: np.ndarray, ties: str) -> int:
+    """Index of the minimum of `d`; values within 1e-9 (relative) of it count as ties.
+
+    The tolerance makes "first" and "last" mean the same thing whatever the summation order:
+    the closed-form kernel and the bin-by-bin twin differ in the last bits (~1e-12).
+    """
+    finite = np.isfinite(d)
+    if not finite.any():
+        return -1
+    dmin = d[finite].min()
+    tied = np.flatnonzero(finite & (d <= dmin + 1e-9 * max(abs(dmin), 1e-3)))
+    return int(tied[0] if ties == "first" else tied[-1])
+
+
+@dataclass(frozen=True)
+class EntropySelector:
+    """TensorRT's KL-divergence threshold search (IInt8EntropyCalibrator2 / IInt8EntropyCalibrator).
+
+    The defaults are "candidate A" of TRT_CALIBRATION.md §1.6, the only known search that
+    reproduces TensorRT's own caches bit for bit, including the non-trivial TensorRT 7.0 conv
+    tensor. For every candidate i (bins kept, ``start_bin`` ... ``num_bins``):
+    P = the first i bins with the clipped counts added to bin i-1; Q = the first i bins merged
+    into ``num_quant_bins`` levels, each level's count spread over its non-empty bins; P and Q
+    both divided by the total count; D(i) = sum P ln(P/Q). amax = (i* + 0.5) * upper / num_bins.
+    The other parameters reproduce published variants (see ``ENTROPY_PRESETS``).
+
+    Parameters
+    ----------
+    version : {2, 1}
+        2 for EntropyCalibration2, 1 for EntropyCalibration (same threshold maths; the header
+        word differs, and TensorRT calibrates v1 after layer fusion).
+    num_quant_bins : int
+        Quantised levels (128: one side of symmetric INT8).
+    start_bin : int
+        First candidate i.
+    stride : int
+        Candidate step (pytorch-quantization's ``stride``).
+    grouping : {"proportional", "floor", "fractional"}
+        How i bins map to levels: ``floor(128 j / i)``; ``i // 128`` per level with the
+        remainder in the last (MXNet, ONNX Runtime, the GTC slides); levels of width i/128 with
+        fractional overlap (ncnn; candidate B).
+    spread : {"nonzero", "all"}
+        Spread a level's count over its non-empty bins only (slides) or over all its bins.
+    normalization : {"total", "separate"}
+        Divide P and Q by the total count (TensorRT), or each by its own sum (every published
+        reimplementation; it cannot see clipping and picks heavily clipped thresholds).
+    smoothing : float
+        MXNet/ONNX Runtime ``smooth_distribution`` epsilon on counts (0: none, +inf where Q is 0).
+    first_bin : {"keep", "zero", "copy-next"}
+        Bin 0 as is, emptied, or replaced by bin 1 (pytorch-quantization).
+    ties : {"first", "last"}
+        Which of equal minima wins.
+    threshold : {"center", "edge"}
+        amax = (i + 0.5) * width (TensorRT) or i * width (pytorch-quantization).
+    precision : {"float64", "float32"}
+        Arithmetic of the normalised distributions and the KL sum.
+    """
+
+    version: int = 2
+    num_quant_bins: int = 128
+    start_bin: int = 128
+    stride: int = 1
+    grouping: str = "proportional"
+    spread: str = "nonzero"
+    normalization: str = "total"
+    smoothing: float = 0.0
+    first_bin: str = "keep"
+    ties: str = "first"
+    threshold: str = "center"
+    precision: str = "float64"
+
+    def __post_init__(self) -> None:
+        if self.version not in (1, 2):
+            msg = f"version must be 1 or 2, got {self.version!r}"
+            raise ValueError(msg)
+        for name in ("num_quant_bins", "start_bin", "stride"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                msg = f"{name} must be a positive int, got {value!r}"
+                raise ValueError(msg)
+        if self.start_bin < self.num_quant_bins:
+            msg = f"start_bin ({self.start_bin}) must be >= num_quant_bins ({self.num_quant_bins})"
+            raise ValueError(msg)
+        _choice("grouping", self.grouping, _GROUPINGS)
+        _choice("spread", self.spread, {"nonzero", "all"})
+        _choice("normalization", self.normalization, {"total", "separate"})
+        _choice("first_bin", self.first_bin, {"keep", "zero", "copy-next"})
+        _choice("ties", self.ties, {"first", "last"})
+        _choice("threshold", self.threshold, {"center", "edge"})
+        _choice("precision", self.precision, {"float64", "float32"})
+        if not (math.isfinite(self.smoothing) and 0 <= self.smoothing < 1):
+            msg = f"smoothing must be in [0, 1), got {self.smoothing!r}"
+            raise ValueError(msg)
+
+    @property
+    def trt_algorithm(self) -> str:
+        """The cache header word of this calibrator."""
+        return "EntropyCalibration2" if self.version == 2 else "EntropyCalibration"
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec string, e.g. ``"entropy2"`` or ``"entropy2:ties=last"``."""
+        base = "entropy2" if self.version == 2 else "entropy"
+        default = EntropySelector(version=self.version)
+        changed = [
+            f"{f.name.replace('_', '-')}={getattr(self, f.name)}"
+            for f in dataclasses.fields(self)
+            if f.name != "version" and getattr(self, f.name) != getattr(default, f.name)
+        ]
+        return base + (":" + ",".join(changed) if changed else "")
+
+    def divergences(self, hist: Histogram) -> np.ndarray:
+        """D(i) for i = 0 ... num_bins (inf outside the candidates); for plots and research."""
+        nb = hist.num_bins
+        if self.start_bin > nb:
+            msg = f"start_bin ({self.start_bin}) exceeds the histogram's {nb} bins"
+            raise ValueError(msg)
+        counts = hist.counts.copy()  # never mutate the caller's histogram
+        if self.first_bin == "zero":
+            counts[0] = 0
+        elif self.first_bin == "copy-next":
+            counts[0] = counts[1]
+        group = _GROUPINGS[self.grouping]
+        args = (
+            counts,
+            self.start_bin,
+            nb,
+            self.num_quant_bins,
+            group,
+            self.spread == "nonzero",
+            self.normalization == "total",
+        )
+        if group != _impl.GROUP_FRACTIONAL and self.smoothing == 0 and self.precision == "float64":
+            d = _impl.kl_sweep_fast(*args)
+        else:
+            d = _impl.kl_sweep_general(*args, float(self.smoothing), self.precision == "float32")
+        if self.stride > 1:
+            off = np.arange(d.size) - self.start_bin
+            d = np.where(off % self.stride == 0, d, np.inf)
+        return d
+
+    def select(self, hist: Histogram) -> float:
+        """Return amax for `hist` (inf if it saw inf, 0 if it holds only zeros)."""
+        if hist.num_inf:
+            return math.inf  # TensorRT writes 7f800000 for such tensors in EC2 caches too
+        if hist.upper == 0.0:
+            return 0.0
+        i = _pick(self.divergences(hist), self.ties)
+        if i < 0:  # nothing left to compare (e.g. everything in an emptied bin 0): keep all
+            i = hist.num_bins
+        offset = 0.5 if self.threshold == "center" else 0.0
+        return (i + offset) * hist.upper / hist.num_bins
+
+
+ENTROPY_PRESETS: dict[str, dict] = {
+    "trt": {},
+    "candidate-b": {"grouping": "fractional"},
+    "pytorch": {
+        "normalization": "separate",
+        "first_bin": "copy-next",
+        "ties": "last",
+        "threshold": "edge",
+    },
+    "mxnet": {
+        "grouping": "floor",
+        "normalization": "separate",
+        "smoothing": 1e-4,
+        "threshold": "edge",
+    },
+}
+"""Named variants: ``trt`` is TensorRT (candidate A); ``candidate-b`` its fractional-overlap
+rival; ``pytorch`` the KL of NVIDIA pytorch-quantization / ModelOpt; ``mxnet`` the KL of MXNet,
+ONNX Runtime and TVM applied to a |x| histogram (their signed collection is not reproduced)."""
+
+
+@dataclass(frozen=True)
+class MinMaxSelector:
+    """TensorRT's MinMax calibrator: the exact max |x| over all batches, not from the bins."""
+
+    trt_algorithm: ClassVar[str] = "MinMaxCalibration"
+    spec: ClassVar[str] = "minmax"
+
+    def select(self, hist: Histogram | float) -> float:
+        """Return the exact max |x| (inf if an infinite value was seen)."""
+        if isinstance(hist, Histogram):
+            return math.inf if hist.num_inf else hist.max_abs
+        value = float(hist)
+        if math.isnan(value) or value < 0:
+            msg = f"a running max |x| must be >= 0, got {value!r}"
+            raise ValueError(msg)
+        return value
+
+
+def _quantile_edge(hist: Histogram, fraction: float) -> float:
+    """Upper edge of the first bin where the cumulative count reaches `fraction` of all values.
+
+    Infinite values count as lying above every bin; the answer is inf if the quantile is there.
+    """
+    total = hist.total + hist.num_inf
+    if total == 0 or hist.upper == 0.0:
+        return math.inf if hist.num_inf else 0.0
+    need = fraction * total
+    cum = np.cumsum(hist.counts)
+    b = int(np.searchsorted(cum, need - 1e-9 * total, side="left"))
+    if b >= hist.num_bins:
+        return math.inf
+    return (b + 1) * hist.upper / hist.num_bins
+
+
+@dataclass(frozen=True)
+class PercentileSelector:
+    """amax = the upper edge of the bin holding the given percentile of |x| (not in TensorRT).
+
+    Parameters
+    ----------
+    percentile : float
+        In (0, 100]; 99.99 and 99.999 are common choices.
+    """
+
+    percentile: float = 99.99
+    trt_algorithm: ClassVar[str] = "EntropyCalibration2"
+
+    def __post_init__(self) -> None:
+        if not (0 < self.percentile <= 100):
+            msg = f"percentile must be in (0, 100], got {self.percentile!r}"
+            raise ValueError(msg)
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec string, e.g. ``"percentile:99.99"``."""
+        return f"percentile:{self.percentile:g}"
+
+    def select(self, hist: Histogram) -> float:
+        """Return amax for `hist`."""
+        return _quantile_edge(hist, self.percentile / 100.0)
+
+
+@dataclass(frozen=True)
+class LegacySelector:
+    """calibkit's documented stand-in for IInt8LegacyCalibrator (TensorRT never published it).
+
+    amax = min(q-quantile of |x|, regression_cutoff * max |x|): the quantile picks the "region
+    maximum", and a cutoff below 1 caps it at that fraction of the maximum. With cutoff 1.0 (the
+    value in NVIDIA's BERT demo and MLPerf 3D-UNet) only the quantile acts. This is an
+    approximation: TensorRT's legacy caches cannot be reproduced from public information.
+
+    Parameters
+    ----------
+    quantile : float
+        In (0, 1]; TensorRT's ``get_quantile()``.
+    regression_cutoff : float
+        In (0, 1]; TensorRT's ``get_regression_cutoff()``.
+    """
+
+    quantile: float = 0.9999
+    regression_cutoff: float = 1.0
+    trt_algorithm: ClassVar[str] = "LegacyCalibration"
+
+    def __post_init__(self) -> None:
+        for name in ("quantile", "regression_cutoff"):
+            value = getattr(self, name)
+            if not (0 < value <= 1):
+                msg = f"{name} must be in (0, 1], got {value!r}"
+                raise ValueError(msg)
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec string, ``"legacy:<quantile>:<cutoff>"``."""
+        return f"legacy:{self.quantile:g}:{self.regression_cutoff:g}"
+
+    def select(self, hist: Histogram) -> float:
+        """Return amax for `hist`."""
+        if hist.num_inf:
+            return math.inf
+        return min(_quantile_edge(hist, self.quantile), self.regression_cutoff * hist.max_abs)
+
+
+@dataclass(frozen=True)
+class MSESelector:
+    """amax minimising the expected INT8 quantisation MSE over the histogram (not in TensorRT).
+
+    Candidates are the entropy search's thresholds, amax = (i + 0.5) * width for i in
+    [start_bin, num_bins]; values are represented by their bin centres.
+    """
+
+    start_bin: int = 128
+    trt_algorithm: ClassVar[str] = "EntropyCalibration2"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.start_bin, bool) or not isinstance(self.start_bin, int):
+            msg = f"start_bin must be an int, got {self.start_bin!r}"
+            raise TypeError(msg)
+        if self.start_bin < 1:
+            msg = f"start_bin must be >= 1, got {self.start_bin!r}"
+            raise ValueError(msg)
+
+    @property
+    def spec(self) -> str:
+        """Canonical spec string."""
+        return "mse" if self.start_bin == 128 else f"mse:{self.start_bin}"
+
+    def errors(self, hist: Histogram) -> np.ndarray:
+        """Return the expected squared error sum per candidate i (inf outside the candidates)."""
+        start = min(self.start_bin, hist.num_bins)
+        return _impl.mse_sweep(hist.counts, hist.upper, start, hist.num_bins)
+
+    def select(self, hist: Histogram) -> float:
+        """Return amax for `hist`."""
+        if hist.num_inf:
+            return math.inf
+        if hist.upper == 0.0:
+            return 0.0
+        i = _pick(self.errors(hist), "first")
+        return (i + 0.5) * hist.upper / hist.num_bins
+
+
+def _parse_options(text: str, spec: str) -> dict:
+    """``"pytorch,ties=first"`` -> the options of an entropy preset plus overrides."""
+    out: dict = {}
+    fields = {f.name: f.type for f in dataclasses.fields(EntropySelector) if f.name != "version"}
+    for item in filter(None, (s.strip() for s in text.split(","))):
+        if "=" not in item:
+            if item not in ENTROPY_PRESETS:
+                presets = sorted(ENTROPY_PRESETS)
+                msg = f"unknown entropy preset {item!r} in {spec!r}; choose one of {presets}"
+                raise ValueError(msg)
+            out.update(ENTROPY_PRESETS[item])
+            continue
+        key, value = (s.strip() for s in item.split("=", 1))
+        key = key.replace("-", "_")
+        if key not in fields:
+            msg = f"unknown entropy option {key!r} in {spec!r}; options are {sorted(fields)}"
+            raise ValueError(msg)
+        if fields[key] == "int":
+            out[key] = int(value)
+        elif fields[key] == "float":
+            out[key] = float(value)
+        else:
+            out[key] = value
+    return out
+
+
+def make_selector(spec: str):
+    """Build a selector from a spec string.
+
+    Specs: ``entropy2``, ``entropy`` (each optionally ``:preset`` and/or ``:key=value,...``,
+    e.g. ``entropy2:pytorch`` or ``entropy2:grouping=floor,ties=last``), ``minmax``,
+    ``percentile:99.99``, ``legacy:<quantile>:<regression_cutoff>`` (``legacy`` alone is
+    0.9999 and 1.0), ``mse`` or ``mse:<start_bin>``.
+
+    Examples
+    --------
+    >>> make_selector("percentile:99.9").spec
+    'percentile:99.9'
+    >>> make_selector("entropy2:pytorch").ties
+    'last'
+    """
+    if not isinstance(spec, str):
+        msg = f"an algorithm spec must be a string, got {type(spec).__name__}"
+        raise TypeError(msg)
+    name, _, rest = spec.strip().partition(":")
+    try:
+        if name in ("entropy2", "entropy"):
+            options = _parse_options(rest, spec)
+            return EntropySelector(version=2 if name == "entropy2" else 1, **options)
+        if name == "minmax" and not rest:
+            return MinMaxSelector()
+        if name == "percentile":
+            return PercentileSelector(float(rest)) if rest else PercentileSelector()
+        parts = rest.split(":") if rest else []
+        if name == "legacy" and len(parts) <= 2:
+            return LegacySelector(*(float(p) for p in parts))
+        if name == "mse":
+            return MSESelector(int(rest)) if rest else MSESelector()
+    except (TypeError, ValueError) as err:
+        msg = f"bad algorithm spec {spec!r}: {err}"
+        raise ValueError(msg) from err
+    if name == "legacy":
+        msg = f"bad algorithm spec {spec!r}: expected legacy:<quantile>:<cutoff>"
+        raise ValueError(msg)
+    msg = (
+        f"unknown algorithm {spec!r}; choose one of entropy2, entropy, minmax, "
+        "percentile:<p>, legacy:<quantile>:<cutoff>, mse"
+    )
+    raise ValueError(msg)
+
+
+def compute_amax(histograms: Mapping[str, Histogram], selector) -> dict[str, float]:
+    """Apply `selector` to every histogram; returns ``{name: amax}`` in the same order."""
+    return {name: float(selector.select(h)) for name, h in histograms.items()}
