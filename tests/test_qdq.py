@@ -485,3 +485,24 @@ def test_shared_pairs_report_the_known_gaps(shared_testdata):
     absent = [n for n, r in report.unused_scales.items() if r.startswith("not a tensor")]
     assert len(cache.scales) == 126
     assert len(absent) == 26
+
+
+def test_cli_qdq_from_saved_histograms(tmp_path, rng, capsys):
+    from calibkit.collect import HistogramCollector
+    from calibkit.scale import scale_from_amax
+    from calibkit.stats import save_stats
+
+    onnx.save(_residual_model(rng), tmp_path / "m.onnx")
+    batch = {n: rng.standard_normal(50).astype(np.float32) * k for k, n in enumerate("xrs", 1)}
+    save_stats(tmp_path / "stats.npz", HistogramCollector().update(batch).histograms_)
+    base = ["qdq", str(tmp_path / "m.onnx"), "--stats", str(tmp_path / "stats.npz")]
+    assert main([*base, "-o", str(tmp_path / "q.onnx")]) == 1
+    assert "--stats needs --algorithm" in capsys.readouterr().err
+    assert main([*base, "--algorithm", "minmax", "-o", str(tmp_path / "q.onnx")]) == 0
+    qdq = onnx.load(tmp_path / "q.onnx")
+    for name in "xrs":
+        expected = scale_from_amax(np.abs(batch[name]).max())
+        assert _q_scales(qdq)[name].tobytes() == expected.tobytes()
+    meta = {p.key: p.value for p in qdq.metadata_props}
+    assert meta["calibkit_algorithm"] == "MinMaxCalibration"
+    assert meta["calibkit_source_header"].endswith("minmax")
