@@ -1,0 +1,197 @@
+"""Histogram: TensorRT-style range growth, exact merging, counts, and every deliberate error."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+import calibkit as ck
+from calibkit import _kernels, _reference
+from calibkit.histogram import fold
+
+finite32 = st.floats(-1e4, 1e4, width=32, allow_nan=False, allow_infinity=False)
+batch = arrays(np.float32, st.integers(1, 200), elements=finite32)
+
+
+@pytest.fixture(params=["kernels", "reference"])
+def impl(request, monkeypatch):
+    """Run the test against the Numba kernels and against their NumPy twins."""
+    module = _kernels if request.param == "kernels" else _reference
+    monkeypatch.setattr("calibkit.histogram._impl", module)
+    return module
+
+
+def rebin(values: np.ndarray, num_bins: int, upper: float) -> np.ndarray:
+    """Independent binning of |values| on [0, upper) with the last bin closed."""
+    a = np.abs(values.astype(np.float64))
+    idx = np.minimum((a * (num_bins / upper)).astype(np.int64), num_bins - 1)
+    return np.bincount(idx, minlength=num_bins)
+
+
+def test_first_batch_sets_the_range_and_max_lands_in_last_bin(impl):
+    h = ck.Histogram(16).fill(np.array([0.0, -0.25, 1.0, 0.5], np.float32))
+    assert h.upper == 1.0
+    assert h.counts[0] == 1 and h.counts[4] == 1 and h.counts[8] == 1 and h.counts[15] == 1
+    assert h.total == 4 and h.max_abs == 1.0
+
+
+def test_growth_doubles_range_and_merges_pairs(impl):
+    h = ck.Histogram(8).fill(np.array([1.0, 0.1])).fill(np.array([2.5]))
+    # 2.5 > 1 -> range 1 -> 2 -> 4 (two doublings: runs of 4 bins merge)
+    assert h.upper == 4.0
+    expected = rebin(np.array([1.0, 0.1]), 8, 1.0)
+    np.testing.assert_array_equal(h.counts, fold(expected, 4) + rebin(np.array([2.5]), 8, 4.0))
+
+
+def test_equal_to_range_does_not_grow(impl):
+    h = ck.Histogram(8).fill(np.array([2.0])).fill(np.array([-2.0]))
+    assert h.upper == 2.0 and h.counts[7] == 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=batch, y=batch)
+def test_streaming_equals_one_shot_without_growth(x, y):
+    """fill(x); fill(y) equals fill(concat) when the first batch holds the max."""
+    x = np.concatenate([x, [np.float32(1e4)]])  # the first batch holds the largest value
+    a = ck.Histogram(64).fill(x).fill(y)
+    b = ck.Histogram(64).fill(np.concatenate([x, y]))
+    assert a == b
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=batch, y=batch, boost=st.integers(1, 40))
+def test_growth_equals_rebinning_at_final_range(x, y, boost):
+    """After growth, counts equal x binned at the first range then folded, plus y at the final."""
+    y = y * np.float32(boost)
+    h = ck.Histogram(64).fill(x)
+    r0 = h.upper
+    h.fill(y)
+    if r0 == 0:
+        return
+    k = int(round(math.log2(h.upper / r0)))
+    assert h.upper == r0 * 2.0**k
+    expected = fold(rebin(x, 64, r0), 2**k) + rebin(y, 64, h.upper)
+    np.testing.assert_array_equal(h.counts, expected)
+    assert h.total == x.size + y.size
+
+
+@settings(max_examples=60, deadline=None)
+@given(x=batch, y=batch, z=batch)
+def test_merge_is_associative_and_commutative(x, y, z):
+    base = ck.Histogram(32, upper=1e4)  # same starting range: every merge is exact
+    a, b, c = (ck.Histogram(32, upper=1e4).fill(v) for v in (x, y, z))
+    assert a + b == b + a
+    assert (a + b) + c == a + (b + c)
+    assert sum([a, b, c]) == base.fill(np.concatenate([x, y, z]))
+
+
+def test_merge_folds_smaller_range_up():
+    a = ck.Histogram(8, upper=1.0).fill(np.array([0.99, 0.5]))
+    b = ck.Histogram(8).fill(np.array([4.0, 0.5]))
+    m = a + b
+    assert m.upper == 4.0 and m.total == 4 and m.max_abs == 4.0
+    np.testing.assert_array_equal(m.counts, fold(a.counts, 4) + b.counts)
+    assert m == ck.Histogram(8, upper=4.0).fill(np.array([0.99, 0.5, 4.0, 0.5]))
+
+
+def test_merge_of_incompatible_ranges_is_an_error():
+    a = ck.Histogram(8).fill(np.array([1.0]))
+    b = ck.Histogram(8).fill(np.array([3.0]))
+    with pytest.raises(ck.HistogramMergeError, match="power-of-two multiples"):
+        a + b
+    with pytest.raises(ck.HistogramMergeError, match="8 and 16 bins"):
+        a + ck.Histogram(16)
+
+
+def test_zero_plus_histogram_and_sum():
+    h = ck.Histogram(8).fill(np.array([1.0]))
+    assert 0 + h == h and sum([h]) == h
+    assert (h + 0) is not h
+
+
+def test_all_zero_tensor_is_valid_and_keeps_its_counts(impl):
+    h = ck.Histogram(8).fill(np.zeros(5, np.float32))
+    assert h.upper == 0.0 and h.counts[0] == 5 and h.max_abs == 0.0
+    h.fill(np.array([2.0, 0.0]))  # the range starts at the first non-zero batch
+    assert h.upper == 2.0 and h.counts[0] == 6 and h.counts[7] == 1
+
+
+def test_nan_is_an_error_or_counted(impl):
+    x = np.array([1.0, np.nan, 2.0])
+    with pytest.raises(ck.NonFiniteError, match="1 NaN"):
+        ck.Histogram(8).fill(x)
+    h = ck.Histogram(8).fill(x, nan_policy="skip")
+    assert h.num_nan == 1 and h.total == 2 and h.upper == 2.0
+
+
+def test_inf_is_recorded_not_binned(impl):
+    h = ck.Histogram(8).fill(np.array([1.0, -np.inf, np.inf]))
+    assert h.num_inf == 2 and h.total == 1 and h.upper == 1.0 and h.max_abs == 1.0
+
+
+def test_fixed_range_mode_is_order_independent(rng):
+    batches = [rng.standard_normal(100) * s for s in (1, 5, 2, 9)]
+    top = max(np.abs(b).max() for b in batches)
+    forward = ck.Histogram(64, upper=top)
+    backward = ck.Histogram(64, upper=top)
+    for b in batches:
+        forward.fill(b)
+    for b in reversed(batches):
+        backward.fill(b)
+    assert forward == backward
+    grown = [ck.Histogram(64).fill(batches[0]).fill(batches[1]), ck.Histogram(64)]
+    grown[1].fill(batches[1]).fill(batches[0])
+    assert grown[0] != grown[1]  # TensorRT's default mode does depend on the order
+
+
+def test_float16_is_widened_and_integers_are_refused():
+    h = ck.Histogram(8).fill(np.array([1.0, 0.5], np.float16))
+    assert h.total == 2
+    with pytest.raises(TypeError, match="floating-point"):
+        ck.Histogram(8).fill(np.array([1, 2]))
+
+
+@pytest.mark.parametrize(
+    ("num_bins", "error", "match"),
+    [(3, ValueError, "power of two"), (1, ValueError, "power of two"), (2.0, TypeError, "int")],
+    ids=["odd", "one", "float"],
+)
+def test_bad_num_bins(num_bins, error, match):
+    with pytest.raises(error, match=match):
+        ck.Histogram(num_bins)
+
+
+@pytest.mark.parametrize("upper", [-1.0, math.inf, math.nan], ids=["negative", "inf", "nan"])
+def test_bad_upper(upper):
+    with pytest.raises(ValueError, match="upper must be finite"):
+        ck.Histogram(8, upper)
+
+
+def test_bad_nan_policy():
+    with pytest.raises(ValueError, match="nan_policy"):
+        ck.Histogram(8).fill(np.ones(2), nan_policy="ignore")
+
+
+def test_from_arrays_checks_consistency():
+    with pytest.raises(ValueError, match="1-D integer"):
+        ck.Histogram.from_arrays(np.ones(8), 1.0, max_abs=1.0)
+    with pytest.raises(ValueError, match="non-negative"):
+        ck.Histogram.from_arrays(-np.ones(8, np.int64), 1.0, max_abs=1.0)
+    with pytest.raises(ValueError, match="positive upper"):
+        ck.Histogram.from_arrays(np.ones(8, np.int64), 0.0, max_abs=0.0)
+    with pytest.raises(ValueError, match="inconsistent"):
+        ck.Histogram.from_arrays(np.ones(8, np.int64), 1.0, max_abs=2.0)
+
+
+def test_to_numpy_matches_np_histogram_layout(rng):
+    x = rng.random(1000)
+    h = ck.Histogram(16).fill(x)
+    counts, edges = h.to_numpy()
+    assert edges.size == 17 and edges[0] == 0 and edges[-1] == h.upper
+    ref, _ = np.histogram(np.abs(x), bins=edges)
+    np.testing.assert_array_equal(counts, ref)  # identical except for floating-point edge ties
