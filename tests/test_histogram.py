@@ -73,7 +73,7 @@ def test_growth_equals_rebinning_at_final_range(x, y, boost):
     h.fill(y)
     if r0 == 0:
         return
-    k = int(round(math.log2(h.upper / r0)))
+    k = round(math.log2(h.upper / r0))
     assert h.upper == r0 * 2.0**k
     expected = fold(rebin(x, 64, r0), 2**k) + rebin(y, 64, h.upper)
     np.testing.assert_array_equal(h.counts, expected)

@@ -119,7 +119,7 @@ def test_mse_sweep_matches_reference(counts):
 
 
 def test_slides_expansion_example():
-    """The GTC 2017 slides' example: [1,0,2,3,5,3,1,7] into 2 levels expands to [2,0,2,2,4,4,4,4]."""
+    """GTC 2017 slides: [1,0,2,3,5,3,1,7] in 2 levels expands to [2,0,2,2,4,4,4,4]."""
     h = np.array([1, 0, 2, 3, 5, 3, 1, 7])
     q = _reference.expand(h, 8, 2, _kernels.GROUP_PROPORTIONAL, True)
     np.testing.assert_array_equal(q, [2, 0, 2, 2, 4, 4, 4, 4])

@@ -36,7 +36,7 @@ def test_recorded_activations_are_not_stats(tmp_path):
 
 def test_unreadable_file(tmp_path):
     (tmp_path / "bad.npz").write_text("hello")
-    with pytest.raises(StatsFormatError, match="not a readable .npz"):
+    with pytest.raises(StatsFormatError, match=r"not a readable \.npz"):
         ck.load_stats(tmp_path / "bad.npz")
 
 
@@ -47,7 +47,7 @@ def test_damaged_arrays(tmp_path):
         arrays = dict(z)
     arrays["max_abs"] = np.array([5.0])  # larger than the range: impossible
     np.savez(path, **arrays)
-    with pytest.raises(StatsFormatError, match="tensor 'a'.*inconsistent"):
+    with pytest.raises(StatsFormatError, match=r"tensor 'a'.*inconsistent"):
         ck.load_stats(path)
 
 
