@@ -353,14 +353,12 @@ def _cmd_trt_crosscheck(args) -> int:
         calibkit_cache=args.calibkit_cache,
     )
     diff, summary = result.diff, result.diff.summary()
-    print(
-        f"TensorRT: {args.trt_cache}   calibkit: {args.calibkit_cache}   ({result.num_batches} batches)"
-    )
+    print(f"TensorRT: {args.trt_cache}  calibkit: {args.calibkit_cache}  ", end="")
+    print(f"({result.num_batches} identical batches)")
     print(f"{'tensor':<48} {'TensorRT scale':>15} {'calibkit scale':>15} {'rel':>9} {'ulps':>6}")
     for row in sorted(diff.rows, key=lambda r: r.rel, reverse=True)[:20]:
-        print(
-            f"{row.name[-48:]:<48} {row.scale_a:>15.8g} {row.scale_b:>15.8g} {row.rel:>9.2e} {row.ulps:>6}"
-        )
+        scales = f"{row.scale_a:>15.8g} {row.scale_b:>15.8g}"
+        print(f"{row.name[-48:]:<48} {scales} {row.rel:>9.2e} {row.ulps:>6}")
     print(
         f"{summary['equal']}/{summary['common']} common tensors bit-equal, max rel "
         f"{summary['max_rel']:.3g}, median {summary['median_rel']:.3g}; only TensorRT: "
