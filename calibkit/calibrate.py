@@ -1,0 +1,434 @@
+"""The calibration pipeline: ONNX model + data -> histograms -> amax -> TensorRT cache + stats.
+
+:func:`calibrate_onnx` runs the model once over the data (streaming: one batch of activations
+in memory at a time), fills one TensorRT-style histogram per tensor and selects the amax of each
+with one algorithm. The result holds the histograms, so :meth:`CalibrationResult.write` saves
+them next to the cache and :func:`select_from_stats` later recomputes any other algorithm from
+them, without onnx or onnxruntime.
+
+Examples
+--------
+>>> import calibkit as ck  # doctest: +SKIP
+>>> result = ck.calibrate_onnx("model.onnx", "calib.npz", trt_version="10.16")  # doctest: +SKIP
+>>> result.write("model.cache")  # also writes model.stats.npz  # doctest: +SKIP
+>>> cache = ck.select_from_stats("model.stats.npz", "percentile:99.99")  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+import os
+import sys
+import time
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import __version__
+from ._optional import require
+from .cache import LEGACY_ALGORITHM, CalibrationCache, hex_from_scale, write_cache
+from .collect import HistogramCollector
+from .histogram import Histogram
+from .scale import scale_from_amax
+from .selectors import compute_amax, make_selector
+from .stats import Stats, load_stats, save_stats
+
+__all__ = [
+    "ALL_ALGORITHMS",
+    "CalibrationResult",
+    "InputRange",
+    "cache_from_amax",
+    "calibrate_onnx",
+    "default_stats_path",
+    "select_all",
+    "select_from_stats",
+]
+
+logger = logging.getLogger(__name__)
+
+#: The algorithms ``calibkit select --all`` writes, one cache each.
+ALL_ALGORITHMS = (
+    "entropy2",
+    "entropy",
+    "minmax",
+    "percentile:99.9",
+    "percentile:99.99",
+    "percentile:99.999",
+    "mse",
+    "legacy",
+)
+
+
+@dataclass
+class InputRange:
+    """Running value range of one model input (reported so wrong scaling is visible)."""
+
+    name: str
+    min: float = math.inf
+    max: float = -math.inf
+    sum: float = 0.0
+    count: int = 0
+    integral: bool = True  # every value seen so far is a whole number
+
+    def update(self, x: np.ndarray) -> None:
+        """Add one batch of this input."""
+        if x.size == 0:
+            return
+        self.min = min(self.min, float(np.min(x)))
+        self.max = max(self.max, float(np.max(x)))
+        self.sum += float(np.sum(x, dtype=np.float64))
+        self.count += x.size
+        if self.integral and np.issubdtype(x.dtype, np.floating):
+            self.integral = bool(np.all(np.isfinite(x)) and np.all(x == np.round(x)))
+
+    @property
+    def mean(self) -> float:
+        """Mean of all values seen."""
+        return self.sum / self.count if self.count else math.nan
+
+    def looks_like_raw_pixels(self) -> bool:
+        """Return True for float data of whole numbers in [0, 255] reaching above 1."""
+        return self.integral and self.count > 0 and self.min >= 0 and 1 < self.max <= 255
+
+
+@dataclass
+class CalibrationResult:
+    """What one calibration run produced.
+
+    Attributes
+    ----------
+    histograms : dict of str to Histogram
+        One per tensor, in graph order.
+    amax : dict of str to float
+        The selected clipping threshold per tensor.
+    cache : CalibrationCache
+        The TensorRT cache for `amax`.
+    settings : dict
+        Everything needed to reproduce the run (algorithm, bins, TensorRT version, data,
+        batch size, model path and sha256, calibkit version, ...); saved with the stats.
+    inputs : dict of str to InputRange
+        Value range of every model input over the data.
+    seconds : dict of str to float
+        Wall time of ``"inference"`` (onnxruntime), ``"collect"`` (histograms), ``"select"``
+        and ``"total"`` (including data loading).
+    """
+
+    histograms: dict[str, Histogram]
+    amax: dict[str, float]
+    cache: CalibrationCache
+    settings: dict
+    inputs: dict[str, InputRange] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def write(self, cache_path, stats_path=None, *, save_stats_file: bool = True) -> Path | None:
+        """Write the cache and (by default next to it, ``model.stats.npz``) the statistics.
+
+        Returns the statistics path, or None when `save_stats_file` is False.
+        """
+        write_cache(cache_path, self.cache)
+        if not save_stats_file:
+            return None
+        path = Path(stats_path) if stats_path else default_stats_path(cache_path)
+        save_stats(path, self.histograms, settings=self.settings)
+        return path
+
+
+def default_stats_path(cache_path) -> Path:
+    """Where the statistics go by default: ``model.cache`` -> ``model.stats.npz``."""
+    return Path(cache_path).with_suffix(".stats.npz")
+
+
+def cache_from_amax(amax: Mapping[str, float], selector, trt_version) -> CalibrationCache:
+    """Build the cache `selector` stands for (legacy caches carry their parameters instead)."""
+    if selector.trt_algorithm == LEGACY_ALGORITHM:
+        return CalibrationCache.from_amax(
+            amax,
+            trt_version=None,
+            algorithm=LEGACY_ALGORITHM,
+            quantile=selector.quantile,
+            regression_cutoff=selector.regression_cutoff,
+        )
+    if trt_version is None:
+        msg = "a TensorRT version is needed for the cache header, e.g. trt_version='10.16'"
+        raise ValueError(msg)
+    return CalibrationCache.from_amax(
+        amax, trt_version=trt_version, algorithm=selector.trt_algorithm
+    )
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class _Feed:
+    """Pass input batches through, counting them and tracking input value ranges."""
+
+    def __init__(self, batches: Iterable[Mapping[str, np.ndarray]], bar) -> None:
+        self.batches, self.bar = batches, bar
+        self.ranges: dict[str, InputRange] = {}
+        self.num_batches = self.num_samples = 0
+
+    def __iter__(self) -> Iterator[Mapping[str, np.ndarray]]:
+        for batch in self.batches:
+            for name, x in batch.items():
+                self.ranges.setdefault(name, InputRange(name)).update(np.asarray(x))
+            n = len(next(iter(batch.values()))) if batch else 0
+            yield batch
+            # the consumer asks for the next batch only once this one is collected
+            self.num_batches += 1
+            self.num_samples += n
+            self.bar.update(n)
+
+
+def calibrate_onnx(
+    model: str | os.PathLike,
+    data,  # path, "loader.py[:fn]", DataSource or iterable of dicts
+    *,
+    algorithm: str = "entropy2",
+    trt_version: str | tuple[int, ...] | None = None,
+    num_bins: int = 2048,
+    batch_size: int | None = None,
+    max_samples: int | None = None,
+    shuffle: bool = False,
+    seed: int = 0,
+    preprocess=None,  # preset name or data.ImagePreprocess
+    tensors: str | None = None,
+    nan_policy: str = "raise",
+    max_tensors_per_run: int | None = None,
+    optimization: str = "disable",
+    num_threads: int | None = None,
+    progress: bool = False,
+) -> CalibrationResult:
+    """Calibrate an ONNX model on the CPU the way TensorRT's calibrator would.
+
+    Parameters
+    ----------
+    model : path
+        The ONNX model.
+    data : path, "loader.py[:function]", DataSource or iterable of dicts
+        Calibration inputs; see :func:`calibkit.data.open_data` for the accepted forms.
+    algorithm : str
+        Selector spec (``entropy2``, ``entropy``, ``minmax``, ``percentile:99.99``, ...).
+    trt_version : str or tuple
+        TensorRT version for the cache header (not needed for ``legacy``).
+    num_bins, nan_policy
+        Passed to :class:`HistogramCollector`.
+    batch_size, max_samples, shuffle, seed, preprocess
+        Passed to :func:`calibkit.data.open_data`.
+    tensors, max_tensors_per_run, optimization, num_threads
+        Passed to :class:`calibkit.onnx_source.OnnxActivationSource`.
+    progress : bool
+        Show a tqdm progress bar (samples/s) on stderr.
+
+    Returns
+    -------
+    CalibrationResult
+
+    Raises
+    ------
+    ValueError
+        For data that does not fit the model, a bad algorithm spec or a missing TensorRT version
+        (checked before the model runs).
+    """
+    from .data import DataSource, open_data
+    from .onnx_source import OnnxActivationSource
+
+    start = time.perf_counter()
+    selector = make_selector(algorithm)
+    cache_from_amax({}, selector, trt_version)  # fail on the header now, not after an hour
+    source = OnnxActivationSource(
+        model,
+        tensors=tensors,
+        max_tensors_per_run=max_tensors_per_run,
+        optimization=optimization,
+        num_threads=num_threads,
+    )
+    if not isinstance(data, DataSource):
+        data = open_data(
+            data,
+            source.inputs,
+            batch_size=batch_size,
+            max_samples=max_samples,
+            shuffle=shuffle,
+            seed=seed,
+            preprocess=preprocess,
+        )
+    collector = HistogramCollector(num_bins, nan_policy=nan_policy)
+    collect_seconds = 0.0
+    tqdm = require("tqdm", "The calibration progress bar").tqdm
+    with tqdm(total=data.num_samples, unit="sample", disable=not progress, file=sys.stderr) as bar:
+        feed = _Feed(data, bar)
+        for activations in source.run(feed):
+            t0 = time.perf_counter()
+            collector.update(activations)
+            collect_seconds += time.perf_counter() - t0
+            del activations  # keep one batch of activations alive, not two
+    if not feed.num_samples:
+        msg = f"{data.description}: no calibration samples"
+        raise ValueError(msg)
+    _warn_on_raw_pixels(feed.ranges, data.description)
+    t0 = time.perf_counter()
+    amax = compute_amax(collector.histograms_, selector)
+    select_seconds = time.perf_counter() - t0
+    cache = cache_from_amax(amax, selector, trt_version)
+    path = Path(model)
+    settings = {
+        "algorithm": selector.spec,
+        "num_bins": num_bins,
+        "trt_version": None if trt_version is None else ".".join(map(str, cache.version or ())),
+        "data": data.description,
+        "batch_size": data.batch_size,
+        "num_samples": feed.num_samples,
+        "num_batches": feed.num_batches,
+        "max_samples": max_samples,
+        "shuffle": shuffle,
+        "seed": seed if shuffle else None,
+        "tensors": tensors,
+        "nan_policy": nan_policy,
+        "model": str(path),
+        "model_sha256": _sha256(path),
+        "onnxruntime_optimization": optimization,
+        "onnxruntime_version": _version_of("onnxruntime"),
+        "calibkit_version": __version__,
+    }
+    seconds = {
+        "inference": source.inference_seconds,
+        "collect": collect_seconds,
+        "select": select_seconds,
+        "total": time.perf_counter() - start,
+    }
+    return CalibrationResult(collector.histograms_, amax, cache, settings, feed.ranges, seconds)
+
+
+def _version_of(module: str) -> str | None:
+    try:
+        return require(module, "version lookup").__version__
+    except ImportError:
+        return None
+
+
+def _warn_on_raw_pixels(ranges: Mapping[str, InputRange], description: str) -> None:
+    for r in ranges.values():
+        if r.looks_like_raw_pixels():
+            logger.warning(
+                "%s: input %r holds whole numbers in [%g, %g], like raw 8-bit pixels; if the "
+                "model expects scaled input (e.g. [0, 1] or mean/std-normalised), scale the data "
+                "or use an image folder with --preprocess",
+                description,
+                r.name,
+                r.min,
+                r.max,
+            )
+
+
+def _stats_of(stats: Stats | str | os.PathLike) -> Stats:
+    return stats if isinstance(stats, Stats) else load_stats(stats)
+
+
+def select_from_stats(
+    stats: Stats | str | os.PathLike,
+    algorithm: str,
+    *,
+    trt_version: str | tuple[int, ...] | None = None,
+) -> CalibrationCache:
+    """Recompute a cache with another algorithm from saved statistics (no model run).
+
+    Parameters
+    ----------
+    stats : Stats or path
+        A statistics file written by ``calibkit calibrate`` (or :func:`load_stats` of it).
+    algorithm : str
+        Selector spec, e.g. ``"minmax"`` or ``"percentile:99.99"``.
+    trt_version : str or tuple, optional
+        Header version; defaults to the one recorded in the statistics.
+
+    Raises
+    ------
+    ValueError
+        If no TensorRT version is given or recorded (and the algorithm is not legacy).
+    """
+    stats = _stats_of(stats)
+    selector = make_selector(algorithm)
+    version = trt_version if trt_version is not None else stats.settings.get("trt_version")
+    amax = compute_amax(stats.histograms, selector)
+    return cache_from_amax(amax, selector, version)
+
+
+def select_all(
+    stats: Stats | str | os.PathLike,
+    folder: str | os.PathLike,
+    *,
+    algorithms: Iterable[str] = ALL_ALGORITHMS,
+    trt_version: str | tuple[int, ...] | None = None,
+) -> dict[str, Path]:
+    """Write one cache per algorithm into `folder`; returns ``{spec: path}``.
+
+    ``percentile:99.99`` goes to ``percentile_99.99.cache``.
+    """
+    stats = _stats_of(stats)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for spec in algorithms:
+        cache = select_from_stats(stats, spec, trt_version=trt_version)
+        path = folder / (make_selector(spec).spec.replace(":", "_") + ".cache")
+        write_cache(path, cache)
+        written[spec] = path
+    return written
+
+
+def format_amax_table(
+    histograms: Mapping[str, Histogram], amax: Mapping[str, float], *, limit: int | None = None
+) -> str:
+    """Text table, one line per tensor: max |x|, amax, amax / max |x| and the cache hex."""
+    rows = [("tensor", "max |x|", "amax", "amax/max", "scale hex")]
+    for k, (name, value) in enumerate(amax.items()):
+        if limit is not None and k == limit:
+            rows.append((f"... {len(amax) - limit} more", "", "", "", ""))
+            break
+        m = histograms[name].max_abs
+        ratio = f"{value / m:.3f}" if m > 0 else "-"
+        rows.append(
+            (name, f"{m:.6g}", f"{value:.6g}", ratio, hex_from_scale(scale_from_amax(value)))
+        )
+    return _table(rows)
+
+
+def format_input_table(ranges: Mapping[str, InputRange]) -> str:
+    """Text table of the model inputs' value ranges."""
+    rows = [("input", "min", "max", "mean")]
+    rows += [(r.name, f"{r.min:.6g}", f"{r.max:.6g}", f"{r.mean:.6g}") for r in ranges.values()]
+    return _table(rows)
+
+
+def format_summary(result: CalibrationResult) -> str:
+    """One-paragraph account of a run: samples, speed, time split."""
+    s, st = result.seconds, result.settings
+    n = st["num_samples"]
+    own = s["collect"] + s["select"]
+    return (
+        f"{len(result.amax)} tensors, {n} samples in {st['num_batches']} batches of "
+        f"{st['batch_size'] or 'loader size'}, {s['total']:.1f} s ({n / s['total']:.1f} samples/s):"
+        f" onnxruntime {s['inference']:.1f} s, calibkit {own:.2f} s "
+        f"(histograms {s['collect']:.2f} s, {st['algorithm']} {s['select']:.2f} s)"
+    )
+
+
+def _table(rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(
+            c.ljust(w) if i == 0 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(r, widths, strict=True))
+        )
+        for r in rows
+    ]
+    return "\n".join(line.rstrip() for line in lines)

@@ -1,0 +1,357 @@
+"""OnnxActivationSource: run an ONNX model with onnxruntime on the CPU, yield its activations.
+
+TensorRT calibrates every float tensor of the network it builds from the ONNX graph, and names
+each after the ONNX tensor. The source therefore yields, per input batch, every float tensor of
+the graph *as given* that depends on the input data: the graph inputs and the node outputs.
+It skips integer and bool tensors, initializers and Constant outputs, and "shape arithmetic"
+(tensors computed only from ``Shape``/``Size`` outputs and constants, which TensorRT folds).
+
+To read intermediate tensors, each one is added as a graph output, typed by ONNX shape
+inference where it knows the type (otherwise onnxruntime types it when it loads the model).
+onnxruntime runs with graph optimisations off (``ORT_DISABLE_ALL``), so nothing is fused or
+renamed and the values are those of the graph as written; a graph output is never renamed at
+any level, so ``optimization="all"`` gives the same names and may run faster.
+
+Memory is one batch of activations: nothing is kept between batches. When one batch would still
+be too large, ``max_tensors_per_run`` splits the tensors into groups, each read by its own
+onnxruntime session (the model then runs once per group and batch).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+import time
+import weakref
+from collections.abc import Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ._optional import require
+from .data import InputSpec, check_batch
+from .errors import CalibkitError
+
+if TYPE_CHECKING:
+    import onnx
+
+__all__ = ["OPTIMIZATION_LEVELS", "OnnxActivationSource"]
+
+logger = logging.getLogger(__name__)
+
+#: ``optimization=`` values and the onnxruntime GraphOptimizationLevel each selects.
+OPTIMIZATION_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+_FLOAT_ELEM_TYPES = {1, 10, 11, 16}  # TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+_FLOAT_ORT_TYPES = {"tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)"}
+_SHAPE_OPS = {"Shape", "Size"}  # outputs depend on the input's shape, not on its values
+_PROTOBUF_LIMIT = 2**31 - 2**20  # a serialized ModelProto must stay under 2 GB
+
+
+class OnnxActivationSource:
+    """Run an ONNX model on the CPU and yield ``{tensor name: activation}`` per input batch.
+
+    Parameters
+    ----------
+    model : str, Path or onnx.ModelProto
+        The model. External data is read relative to the model's folder (or `base_dir`).
+    data : iterable of dict, optional
+        Input batches ``{input name: array}``; iterating the source runs them. See also
+        :meth:`run`.
+    tensors : str, optional
+        Regular expression (``re.search``) selecting tensor names; default all.
+    max_tensors_per_run : int, optional
+        Read at most this many tensors per onnxruntime run; the model then runs
+        ``ceil(len(tensor_names) / max_tensors_per_run)`` times per batch and each run's
+        tensors come as their own dict. Default: all at once.
+    optimization : {"disable", "basic", "extended", "all"}
+        onnxruntime graph optimisation level (see :data:`OPTIMIZATION_LEVELS`).
+    num_threads : int, optional
+        onnxruntime intra-op threads (default: onnxruntime's choice, one per core).
+    base_dir : str or Path, optional
+        Folder of the external data of a ModelProto given in memory.
+
+    Attributes
+    ----------
+    inputs : list of InputSpec
+        The model inputs (graph inputs that are not initializers).
+    tensor_names : list of str
+        The tensors yielded, in graph order.
+    inference_seconds : float
+        Time spent inside onnxruntime so far.
+
+    Examples
+    --------
+    >>> source = OnnxActivationSource("model.onnx")  # doctest: +SKIP
+    >>> for batch in source.run(batches):  # doctest: +SKIP
+    ...     collector.update(batch)
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike | onnx.ModelProto,
+        data: Iterable[Mapping[str, np.ndarray]] | None = None,
+        *,
+        tensors: str | None = None,
+        max_tensors_per_run: int | None = None,
+        optimization: str = "disable",
+        num_threads: int | None = None,
+        base_dir: str | os.PathLike | None = None,
+    ) -> None:
+        onnx = require("onnx", "ONNX calibration")
+        if optimization not in OPTIMIZATION_LEVELS:
+            msg = f"optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}"
+            raise ValueError(msg)
+        if max_tensors_per_run is not None and max_tensors_per_run < 1:
+            msg = f"max_tensors_per_run must be a positive int, got {max_tensors_per_run!r}"
+            raise ValueError(msg)
+        self.data = data
+        self.inference_seconds = 0.0
+        if isinstance(model, (str, os.PathLike)):
+            self.model_path: Path | None = Path(model)
+            if not self.model_path.is_file():
+                msg = f"ONNX model {self.model_path} not found"
+                raise FileNotFoundError(msg)
+            proto = onnx.load(str(model), load_external_data=False)
+            base = self.model_path.parent if base_dir is None else Path(base_dir)
+        else:
+            self.model_path, proto = None, model
+            base = Path.cwd() if base_dir is None else Path(base_dir)
+        graph = proto.graph
+        where = self._where = str(self.model_path or "the model")
+        self.inputs = _input_specs(graph, onnx)
+        elem_types = _elem_types(proto, onnx, where)
+        candidates = [
+            name
+            for name in _data_tensors(graph)
+            if elem_types.get(name, 0) in _FLOAT_ELEM_TYPES or elem_types.get(name, 0) == 0
+        ]
+        if tensors is not None:
+            pattern = re.compile(tensors)
+            candidates = [name for name in candidates if pattern.search(name)]
+            if not candidates:
+                msg = f"{where}: no float activation matches --tensors {tensors!r}"
+                raise ValueError(msg)
+        input_names = {spec.name for spec in self.inputs}
+        self._input_tensors = [n for n in candidates if n in input_names]
+        outputs = [n for n in candidates if n not in input_names]
+        size = max_tensors_per_run or max(len(outputs), 1)
+        groups = [outputs[i : i + size] for i in range(0, len(outputs), size)] or [[]]
+        self._tmp = None
+        self._runs = [
+            self._session(proto, group, elem_types, base, optimization, num_threads, len(groups))
+            for group in groups
+        ]
+        self._runs = [(sess, fetch) for sess, fetch in self._runs if fetch]
+        fetched = {name for _, fetch in self._runs for name in fetch}
+        self.tensor_names = [n for n in candidates if n in fetched or n in self._input_tensors]
+        if not self.tensor_names:
+            msg = f"{where}: the model has no float activation to calibrate"
+            raise CalibkitError(msg)
+        logger.info(
+            "%s: %d inputs, %d float activations in %d run(s) per batch",
+            where,
+            len(self.inputs),
+            len(self.tensor_names),
+            max(len(self._runs), 1),
+        )
+
+    def _session(self, proto, group, elem_types, base, optimization, num_threads, n_groups):
+        """Build one onnxruntime session exposing `group`; return (session, fetch names)."""
+        onnx = require("onnx", "ONNX calibration")
+        ort = require("onnxruntime", "ONNX calibration")
+        model = onnx.ModelProto()
+        model.CopyFrom(proto)
+        present = {out.name for out in model.graph.output}
+        for name in group:
+            if name in present:
+                continue
+            info = onnx.ValueInfoProto(name=name)
+            if elem_types.get(name, 0):
+                info.type.tensor_type.elem_type = elem_types[name]  # no shape: ORT infers it
+            model.graph.output.append(info)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, OPTIMIZATION_LEVELS[optimization]
+        )
+        options.log_severity_level = 3  # onnxruntime warnings go to stderr unasked otherwise
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        if n_groups > 1:  # one arena per session would keep every group's peak allocated
+            options.enable_cpu_mem_arena = False
+        try:
+            session = ort.InferenceSession(
+                self._serialize(model, base, onnx), options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as err:  # onnxruntime's errors share no useful base class
+            msg = f"{self._where}: onnxruntime cannot load the model: {err}"
+            raise CalibkitError(msg) from err
+        types = {out.name: out.type for out in session.get_outputs()}
+        fetch = [name for name in group if types.get(name) in _FLOAT_ORT_TYPES]
+        return session, fetch
+
+    def _serialize(self, model, base: Path, onnx):
+        """Return bytes for a self-contained model, a file path when weights live outside."""
+        locations = _external_locations(model, onnx)
+        if not locations and model.ByteSize() < _PROTOBUF_LIMIT:
+            return model.SerializeToString()
+        if self._tmp is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="calibkit-onnx-")
+            weakref.finalize(self, self._tmp.cleanup)
+        folder = Path(self._tmp.name)
+        for location in locations:  # link the weights next to the rewritten model
+            link, target = (folder / location).resolve(), (base / location).resolve()
+            if folder.resolve() not in link.parents:
+                msg = f"external data location {location!r} points outside the model folder"
+                raise ValueError(msg)
+            if not target.is_file():
+                msg = f"external data file {target} not found (model folder {base})"
+                raise FileNotFoundError(msg)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if not link.exists():
+                link.symlink_to(target)
+        path = folder / f"model{len(list(folder.glob('model*.onnx')))}.onnx"
+        if locations:
+            onnx.save_model(model, str(path))
+        else:  # weights in memory but over protobuf's 2 GB: write them beside the model
+            data_name = path.with_suffix(".data").name
+            onnx.save_model(model, str(path), save_as_external_data=True, location=data_name)
+        return str(path)
+
+    def run(self, batches: Iterable[Mapping[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+        """Yield the activations of each input batch (one dict per onnxruntime run).
+
+        Raises
+        ------
+        ValueError
+            If a batch does not match the model inputs (names, dtype, rank, static dims).
+        """
+        for index, batch in enumerate(batches):
+            check_batch(batch, self.inputs, f"batch {index}")
+            feeds = {spec.name: batch[spec.name] for spec in self.inputs}
+            first = {name: feeds[name] for name in self._input_tensors}
+            if not self._runs:
+                yield first
+                continue
+            for session, fetch in self._runs:
+                start = time.perf_counter()
+                try:
+                    values = session.run(fetch, feeds)
+                except Exception as err:  # e.g. a dimension the graph cannot take
+                    msg = f"{self._where}: onnxruntime failed on batch {index}: {err}"
+                    raise CalibkitError(msg) from err
+                self.inference_seconds += time.perf_counter() - start
+                out = dict(first)
+                out.update(zip(fetch, values, strict=True))
+                first = {}
+                yield out
+                del out, values  # drop this run's activations before the next run
+
+    def __iter__(self) -> Iterator[dict[str, np.ndarray]]:
+        """Run the data given at construction."""
+        if self.data is None:
+            msg = "no data: pass data= to OnnxActivationSource or call .run(batches)"
+            raise ValueError(msg)
+        return self.run(self.data)
+
+
+def _input_specs(graph, onnx) -> list[InputSpec]:
+    initializers = {init.name for init in graph.initializer}
+    specs = []
+    for value in graph.input:
+        if value.name in initializers:  # an input with a default value: a weight, not data
+            continue
+        tensor_type = value.type.tensor_type
+        if not value.type.HasField("tensor_type") or not tensor_type.elem_type:
+            msg = f"model input {value.name!r} is not a typed tensor; calibkit feeds tensors only"
+            raise CalibkitError(msg)
+        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
+        dims: list[int | str | None] = []
+        for dim in tensor_type.shape.dim:
+            if dim.HasField("dim_value"):
+                dims.append(int(dim.dim_value))
+            else:
+                dims.append(dim.dim_param or None)
+        specs.append(InputSpec(value.name, dtype, tuple(dims)))
+    return specs
+
+
+def _elem_types(proto, onnx, where: str) -> dict[str, int]:
+    """Map each tensor that ONNX shape inference can type to its element type."""
+    try:
+        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as err:
+        logger.info("%s: shape inference failed (%s); onnxruntime will type tensors", where, err)
+        inferred = proto
+    graph = inferred.graph
+    types = {}
+    for value in (*graph.input, *graph.value_info, *graph.output):
+        if value.type.HasField("tensor_type"):
+            types[value.name] = value.type.tensor_type.elem_type
+    return types
+
+
+def _subgraph_names(node) -> set[str]:
+    """Return every tensor name read inside the subgraphs (If/Loop/Scan bodies) of a node."""
+    names: set[str] = set()
+    for attr in node.attribute:
+        for graph in [attr.g] if attr.HasField("g") else list(attr.graphs):
+            for inner in graph.node:
+                names.update(inner.input)
+                names |= _subgraph_names(inner)
+    return names
+
+
+def _data_tensors(graph) -> list[str]:
+    """Return graph inputs and node outputs that depend on the input data, in graph order.
+
+    A tensor is data if a node reading data produced it; Shape/Size outputs are not data.
+    Repeated to a fixed point, so a graph that is not topologically sorted works too.
+    """
+    initializers = {init.name for init in graph.initializer}
+    data = {value.name for value in graph.input if value.name not in initializers}
+    changed = True
+    while changed:
+        changed = False
+        for node in graph.node:
+            if node.op_type in _SHAPE_OPS and node.domain in ("", "ai.onnx"):
+                continue
+            reads = set(node.input) | _subgraph_names(node)
+            new = [out for out in node.output if out and out not in data]
+            if new and reads & data:
+                data.update(new)
+                changed = True
+    ordered = [value.name for value in graph.input if value.name in data]
+    ordered += [out for node in graph.node for out in node.output if out in data]
+    return list(dict.fromkeys(ordered))
+
+
+def _tensors(graph) -> Iterator:
+    """Yield every TensorProto stored in a graph: initializers, node attributes, subgraphs."""
+    yield from graph.initializer
+    for node in graph.node:
+        for attr in node.attribute:
+            if attr.HasField("t"):
+                yield attr.t
+            yield from attr.tensors
+            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
+                yield from _tensors(sub)
+
+
+def _external_locations(model, onnx) -> list[str]:
+    """Return the external-data file names the tensors refer to (empty if none)."""
+    helper = onnx.external_data_helper
+    return sorted(
+        {
+            helper.ExternalDataInfo(tensor).location
+            for tensor in _tensors(model.graph)
+            if helper.uses_external_data(tensor)
+        }
+    )
