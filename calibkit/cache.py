@@ -36,8 +36,10 @@ __all__ = [
     "LEGACY_ALGORITHM",
     "CalibrationCache",
     "LegacyHeader",
+    "hex_from_scale",
     "parse_trt_version",
     "read_cache",
+    "scale_from_hex",
     "trt_version_from_number",
     "trt_version_number",
     "write_cache",
@@ -124,6 +126,29 @@ def trt_version_from_number(number: int) -> tuple[int, int, int]:
         "(expected 1000-9999 for TensorRT 1-9 or >= 100000 for TensorRT 10+)"
     )
     raise ValueError(msg)
+
+
+def scale_from_hex(text: str) -> np.float32:
+    """Decode a cache value (1-8 hex digits, any case) to its float32 scale.
+
+    Raises
+    ------
+    ValueError
+        If `text` is not 1-8 hex digits or denotes a NaN or negative value.
+    """
+    if not isinstance(text, str) or not _HEX_RE.fullmatch(text):
+        msg = f"bad hex {text!r}; expected 1-8 hex digits (the float32 bits of the scale)"
+        raise ValueError(msg)
+    scale = _bits_to_float32(int(text, 16))
+    if np.isnan(scale) or np.signbit(scale):
+        msg = f"hex {text!r} is the scale {scale}; expected a number >= 0"
+        raise ValueError(msg)
+    return scale
+
+
+def hex_from_scale(scale: float) -> str:
+    """Encode a scale as TensorRT does: float32 bits in lower-case hex, unpadded (``0`` for 0)."""
+    return format(_float32_to_bits(np.float32(scale)), "x")
 
 
 def _bits_to_float32(bits: int) -> np.float32:

@@ -1,0 +1,219 @@
+"""Conversions, checked against what the real consumers read and write."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibkit.cache import CalibrationCache, read_cache
+from calibkit.cache_formats import (
+    FORMATS,
+    detect_format,
+    range_for_scale,
+    read_scales,
+    to_format_bytes,
+    to_json_dict,
+    write_scales,
+)
+from calibkit.errors import CacheFormatError
+from calibkit.scale import scale_from_amax
+
+BUNDLED = Path(__file__).resolve().parent / "data" / "caches"
+YOLO = BUNDLED / "trt8016hdr_entropy2_yolov3_ds61tuanhe.cache"  # 258 names, 254 with spaces
+SEGFORMER = BUNDLED / "trt8401_entropy2_segformer_backup_zhsky.cache"  # zero and inf scales
+LEGACY = BUNDLED / "legacy_cut1_q0.99999_3dunet_mlperf07nv.cache"
+SUFFIX = {
+    "trt": ".cache",
+    "json": ".json",
+    "csv": ".csv",
+    "ranges": ".txt",
+    "ranges-json": ".json",
+    "ort": ".flatbuffers",
+    "ort-text": ".cache",
+}
+WRITABLE = [f for f, (_, writable, _) in FORMATS.items() if writable]
+
+
+def _ort_calibration_table(tmp_path, ranges):
+    """Run onnxruntime's own write_calibration_table on {name: (lowest, highest)}."""
+    calibrate = pytest.importorskip("onnxruntime.quantization.calibrate")
+    quant_utils = pytest.importorskip("onnxruntime.quantization.quant_utils")
+    table = {
+        name: calibrate.TensorData(lowest=np.float32(lo), highest=np.float32(hi))
+        for name, (lo, hi) in ranges.items()
+    }
+    quant_utils.write_calibration_table(table, dir=str(tmp_path))
+    return tmp_path
+
+
+def test_reads_what_onnxruntime_writes(tmp_path, rng):
+    names = ["input", "onnx::MatMul_12", "a b: c", "/m.0/Conv_output_0", "zero"]
+    highest = rng.uniform(0.01, 50, len(names)).astype(np.float32)
+    highest[-1] = 0
+    ranges = {n: (-h * np.float32(0.9), h) for n, h in zip(names, highest, strict=True)}
+    out = _ort_calibration_table(tmp_path, ranges)
+    expected = {n: scale_from_amax(h) for n, h in zip(names, highest, strict=True)}
+    for file, fmt in [
+        ("calibration.flatbuffers", "ort"),
+        ("calibration.cache", "ort-text"),
+        ("calibration.json", "ort-json"),
+    ]:
+        cache, detected = read_scales(out / file)
+        assert detected == fmt
+        assert cache.scales == expected, fmt
+        assert (cache.version, cache.algorithm) == (None, None)
+
+
+def test_onnxruntime_reads_what_we_write(tmp_path):
+    # The TensorRT EP reads calibration.flatbuffers with the generated TrtTable classes and
+    # std::stof(value); emulate exactly that with onnxruntime's own Python TrtTable.
+    trt_table = pytest.importorskip("onnxruntime.quantization.CalTableFlatBuffers.TrtTable")
+    cache = read_cache(YOLO)
+    path = tmp_path / "calibration.flatbuffers"
+    assert write_scales(path, cache) == "ort"
+    table = trt_table.TrtTable.GetRootAsTrtTable(path.read_bytes(), 0)
+    got = {}
+    for i in range(table.DictLength()):
+        item = table.Dict(i)
+        dynamic_range = np.float32(item.Value().decode())  # std::stof: nearest float32
+        got[item.Key().decode()] = scale_from_amax(dynamic_range)  # setDynamicRange(-r, r)
+    assert got == cache.scales
+    assert list(got) == sorted(cache.scales)  # sorted like write_calibration_table
+
+
+def _sample_int8_api_read(text: str) -> dict[str, np.float32]:
+    """sampleINT8API::readPerTensorDynamicRangeValues: getline(':') twice, then std::stof."""
+    out = {}
+    for line in text.splitlines():
+        name, value = line.split(":")[:2]
+        out[name] = np.float32(value)
+    return out
+
+
+def test_sample_int8_api_reads_our_ranges():
+    cache = read_cache(YOLO)  # no ':' in these names
+    ranges = _sample_int8_api_read(to_format_bytes(cache, "ranges").decode())
+    assert {n: scale_from_amax(r) for n, r in ranges.items()} == cache.scales
+
+
+@pytest.mark.parametrize("fmt", WRITABLE)
+def test_every_format_round_trips_real_scales_bit_for_bit(fmt, tmp_path):
+    cache = read_cache(YOLO)
+    path = tmp_path / f"out{SUFFIX[fmt]}"
+    write_scales(path, cache, fmt)
+    again, detected = read_scales(path, None if fmt != "ort-text" else "ort-text")
+    assert detected == fmt
+    assert again.scales == cache.scales
+    if fmt == "ort":
+        assert list(again.scales) == sorted(cache.scales)
+    else:
+        assert list(again.scales) == list(cache.scales)
+    if FORMATS[fmt][2]:
+        assert (again.version, again.algorithm) == (cache.version, cache.algorithm)
+
+
+def test_json_keeps_legacy_header_and_writes_back_the_same_cache(tmp_path):
+    cache = read_cache(LEGACY)
+    write_scales(tmp_path / "c.json", cache)
+    again, _ = read_scales(tmp_path / "c.json")
+    assert again.to_bytes() == LEGACY.read_bytes()
+
+
+def test_json_object_shape():
+    obj = to_json_dict(read_cache(SEGFORMER))
+    assert set(obj) == {"version", "algorithm", "legacy", "entries"}
+    assert obj["version"] == [8, 4, 1]
+    zero = [e for e in obj["entries"].values() if e["hex"] == "0"]
+    inf = [e for e in obj["entries"].values() if e["hex"] == "7f800000"]
+    assert len(zero) == 2 and zero[0]["scale"] == 0 and zero[0]["amax"] == 0
+    assert len(inf) == 53 and inf[0]["scale"] == "inf"  # JSON has no infinity
+    json.dumps(obj, allow_nan=False)
+
+
+def test_infinite_ranges_warn(tmp_path):
+    cache = read_cache(SEGFORMER)
+    with pytest.warns(UserWarning, match="53 tensor.*infinite scale.*setDynamicRange rejects"):
+        write_scales(tmp_path / "r.txt", cache)
+    again, _ = read_scales(tmp_path / "r.txt")
+    assert again.scales == cache.scales
+
+
+def test_ranges_with_colons_warn_and_read_back_at_the_last_colon(tmp_path):
+    cache = CalibrationCache((8, 5, 1), "EntropyCalibration2", {"input_tensor:0": 0.5, "x": 1})
+    with pytest.warns(UserWarning, match="sampleINT8API splits each line at the first ':'"):
+        write_scales(tmp_path / "r.txt", cache)
+    again, _ = read_scales(tmp_path / "r.txt")
+    assert again.scales == cache.scales
+
+
+def test_range_for_scale_is_what_set_dynamic_range_turns_back_into_the_scale():
+    for amax in [1.0, 95.29028, 1e-30, 3.4e38, 0.0]:
+        scale = scale_from_amax(amax)
+        assert scale_from_amax(range_for_scale(scale)) == scale
+
+
+def test_ranges_json_accepts_min_max_pairs(tmp_path):
+    path = tmp_path / "ranges.json"
+    path.write_text(json.dumps({"a": [-2.0, 1.0], "b": 3.0, "c": "inf"}))
+    cache, fmt = read_scales(path)
+    assert fmt == "ranges-json"
+    assert cache.scales == {
+        "a": scale_from_amax(2.0),
+        "b": scale_from_amax(3.0),
+        "c": np.float32(np.inf),
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "fmt", "match"),
+    [
+        ("r.txt", b"a:1.0\nb 2.0\n", None, r"r.txt:2: expected '<tensor name>:<dynamic range>'"),
+        ("r.txt", b"a:1.0\na:2.0\n", None, r"r.txt:2: duplicate tensor name 'a'"),
+        ("r.txt", b"a:-1\n", None, r"r.txt:1: dynamic range '-1' must be a number >= 0"),
+        ("r.txt", b"a:nan\n", None, r"r.txt:1: dynamic range 'nan' must be a number >= 0"),
+        ("r.txt", b"a:x1\n", None, r"r.txt:1: expected a decimal dynamic range, got 'x1'"),
+        ("o.cache", b"a 1.0\nb\n", "ort-text", r"o.cache:2: expected '<tensor name> <dynamic"),
+        ("r.json", b"{bad", None, r"r.json: not valid JSON"),
+        ("r.json", b'{"a": true}', None, r"r.json: tensor 'a': expected a number, got True"),
+        ("c.json", b'{"entries": {"a": {"hex": "zz"}}}', None, r"c.json: tensor 'a': bad hex"),
+        ("t.flatbuffers", b"\x04\x00\x00\x00\xff\xff", None, r"t.flatbuffers: not an ONNX Runtime"),
+        ("t.csv", b"name,hex\na,-1\n", None, r"t.csv:2: bad hex '-1'"),
+    ],
+    ids=[
+        "ranges-no-colon",
+        "ranges-dup",
+        "ranges-negative",
+        "ranges-nan",
+        "ranges-text",
+        "ort-text-no-space",
+        "json-syntax",
+        "json-bool",
+        "json-hex",
+        "flatbuffer",
+        "csv-hex",
+    ],
+)
+def test_bad_files_raise_cache_format_error(tmp_path, name, content, fmt, match):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(CacheFormatError, match=match):
+        read_scales(path, fmt)
+
+
+def test_detect_format(tmp_path):
+    (tmp_path / "a.cache").write_bytes(b"TRT-8601-MinMaxCalibration\nx: 1\n")
+    (tmp_path / "b.cache").write_bytes(b"x 1.5\n")
+    (tmp_path / "c.table").write_bytes(b"x:1.5\n")
+    assert detect_format(tmp_path / "a.cache") == "trt"
+    assert detect_format(tmp_path / "b.cache") == "ort-text"
+    assert detect_format(tmp_path / "c.table") == "ranges"
+
+
+def test_unknown_format_is_a_value_error(tmp_path):
+    with pytest.raises(ValueError, match="unknown format 'xml'"):
+        read_scales(BUNDLED / "trt8204_entropy2_tiny_trtcookbook.cache", "xml")
+    with pytest.raises(ValueError, match="cannot write format 'ort-json'"):
+        to_format_bytes(read_cache(YOLO), "ort-json")
