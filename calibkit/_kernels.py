@@ -30,12 +30,12 @@ GROUP_FRACTIONAL = 2  # levels of width i / nq with fractional overlap (ncnn, ca
 def scan(x):
     """Return (max finite |x|, number of NaN, number of +-inf) of a 1-D float array."""
     m = 0.0
-    bad = 0.0
+    n_nan = 0
     for v in x:
         a = abs(np.float64(v))
-        m = a if a > m else m  # NaN compares false: ignored here, found below
-        bad += a - a  # stays 0.0 unless a NaN or an inf went by
-    if bad == 0.0:
+        m = a if a > m else m  # NaN compares false: not taken here, counted below
+        n_nan += a != a
+    if n_nan == 0 and m < np.inf:
         return m, 0, 0
     m = 0.0
     n_nan = 0
