@@ -309,15 +309,17 @@ def _served_bytes(cache: Any, algo: _Algorithm, version: tuple[int, int, int]) -
     from .cache import LEGACY_ALGORITHM, CalibrationCache, LegacyHeader, read_cache
 
     if not isinstance(cache, CalibrationCache):
-        cache = read_cache(cache if isinstance(cache, bytes) else Path(cache))
+        cache = read_cache(cache)
     if not cache.scales:
         msg = "the calibration cache has no tensors; TensorRT would recalibrate"
         raise CalibkitError(msg)
     if algo.word == LEGACY_ALGORITHM:
         legacy = LegacyHeader(algo.regression_cutoff, algo.quantile)
-        served = dataclasses.replace(cache, version=None, algorithm=algo.word, legacy=legacy)
+        header = {"version": None, "algorithm": algo.word, "legacy": legacy}
     else:
-        served = dataclasses.replace(cache, version=version, algorithm=algo.word, legacy=None)
+        header = {"version": version, "algorithm": algo.word, "legacy": None}
+    # LF line endings, as TensorRT writes them (whether it reads CRLF is not known)
+    served = dataclasses.replace(cache, newline="\n", **header)
     data = served.to_bytes()
     if (cache.version, cache.algorithm, cache.legacy) != (
         served.version,
@@ -420,7 +422,7 @@ def make_calibrator(
 
         def __init__(self) -> None:
             base.__init__(self)  # pybind11 trampoline: must be called explicitly
-            self.algorithm = algo.spec
+            self.spec = algo.spec  # not "algorithm": IInt8Calibrator documents that ivar
             self.cache_bytes: bytes | None = None  # what TensorRT wrote (recording)
             self.histogram_cache: bytes | None = None  # legacy histograms TensorRT wrote
             self.error_: BaseException | None = None
@@ -553,8 +555,7 @@ def apply_dynamic_ranges(network: Any, cache_or_scales: Any) -> DynamicRangeRepo
         amax = {str(k): float(v) for k, v in cache_or_scales.items()}
     else:
         if not isinstance(cache_or_scales, CalibrationCache):
-            source = cache_or_scales
-            cache_or_scales = read_cache(source if isinstance(source, bytes) else Path(source))
+            cache_or_scales = read_cache(cache_or_scales)
         amax = cache_or_scales.amax
     tensors = _network_tensors(network)
     applied, skipped, missing = {}, {}, []
@@ -671,6 +672,7 @@ class CrossCheck:
     calibkit_cache: Any  # CalibrationCache from calibkit.calibrate_onnx
     diff: Any  # calibkit.cache_diff.CacheDiff, rows in TensorRT's order
     num_batches: int
+    stats_path: Path | None = None  # calibkit's histograms, saved next to calibkit's cache
 
 
 def _fixed_shape_batches(data: Iterable[Mapping[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
@@ -721,7 +723,8 @@ def crosscheck(
     device : str
         Device-memory library for TensorRT's batches (see :func:`make_calibrator`).
     trt_cache, calibkit_cache : path, optional
-        Where to write the two caches (atomically).
+        Where to write the two caches (atomically); calibkit's histograms go next to its cache
+        (``calibkit.stats.npz``), for differences in bins and for ``calibkit select``.
 
     Returns
     -------
@@ -732,7 +735,7 @@ def crosscheck(
     if not algo.native:
         msg = f"TensorRT has no {algo.spec!r} calibrator to compare with"
         raise ValueError(msg)
-    from .cache import read_cache, write_cache
+    from .cache import read_cache
     from .cache_diff import diff_caches
     from .calibrate import calibrate_onnx
     from .data import open_data
@@ -751,7 +754,6 @@ def crosscheck(
         raise CalibkitError(msg)
     theirs = read_cache(calibrator.cache_bytes)
     ours = calibrate_onnx(model, batches, algorithm=algo.spec, trt_version=trt_version(trt))
-    if calibkit_cache is not None:
-        write_cache(calibkit_cache, ours.cache)
+    stats = None if calibkit_cache is None else ours.write(calibkit_cache)
     diff = diff_caches(theirs, ours.cache, histograms=ours.histograms)
-    return CrossCheck(theirs, ours.cache, diff, len(batches))
+    return CrossCheck(theirs, ours.cache, diff, len(batches), stats)

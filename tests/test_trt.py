@@ -9,6 +9,7 @@ tools/Polygraphy/polygraphy/backend/trt/calibrator.py (TRT_CALIBRATION.md §7).
 from __future__ import annotations
 
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -192,6 +193,32 @@ def test_legacy_cache_served_with_the_calibrator_parameters(standin, model):
     with pytest.warns(UserWarning, match="does not match"):
         cal = make_calibrator("legacy:0.9999:1", cache=path)
     assert cal.read_calibration_cache().startswith(b"0 3ff0000000000000 3fefff2e48e8a71e\n")
+
+
+@pytest.mark.parametrize(
+    ("name", "spec"),
+    [
+        ("trt7200_entropy2_resnet50_crlf_mlperf10inspur.cache", "entropy2"),
+        ("trt4_entropy1hdr_resnet_modricwang.cache", "entropy2"),
+        ("trt100300_minmax_yolo_rtipvd.cache", "minmax"),
+        ("legacy_cut1_q0.99999_3dunet_mlperf10dellemc.cache", "legacy:0.99999:1.0"),
+    ],
+    ids=["crlf", "bare-header", "minmax", "legacy"],
+)
+def test_real_caches_served_with_lf_and_their_own_algorithm(standin, model, name, spec):
+    # TRT_CALIBRATION.md §5: TensorRT writes LF; whether it reads CRLF is unknown, so serve LF
+    from calibkit.trt import algorithm_of
+
+    cache = read_cache(CACHES / name)
+    assert algorithm_of(cache) == spec
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # header rewrites are tested above
+        cal = make_calibrator(algorithm_of(cache), cache=cache)
+    served = cal.read_calibration_cache()
+    assert b"\r" not in served
+    assert read_cache(served).scales == cache.scales
+    build_engine(model, calibrator=cal)
+    assert standin.build.cache_used
 
 
 def test_rejected_served_cache_fails_the_build_with_the_reason(standin, model, monkeypatch):
@@ -482,3 +509,44 @@ def test_cli_build_serves_a_cache(standin, model, tmp_path, capsys):
     assert standin.build.cache_used
     assert isinstance(standin.trt.standin_builds[-1].calls, list)
 
+
+def _npz(path, rng, n=6):
+    arrays = {k: rng.standard_normal((n, 3)).astype(np.float32) for k in ("image", "mask")}
+    np.savez(path, **arrays)
+    return arrays
+
+
+def test_cli_crosscheck_minmax_inputs_agree(standin, model, tmp_path, rng, capsys):
+    # the stand-in writes MinMax scales of the network inputs, which calibkit must reproduce
+    arrays = _npz(tmp_path / "d.npz", rng)
+    trt_cache, ck_cache = tmp_path / "trt.cache", tmp_path / "ck.cache"
+    argv = ["trt", "crosscheck", str(model), "--data", str(tmp_path / "d.npz"), "-a", "minmax"]
+    argv += ["--trt-cache", str(trt_cache), "--calibkit-cache", str(ck_cache), "--rtol", "0"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "a = TensorRT 10.16.0.72" in out
+    assert "3 identical batches" in out
+    assert "2 common tensors, 2 equal, 0 only in a, 2 only in b" in out
+    assert "rtol 0: 0 tensor(s) above -> ok" in out
+    assert (tmp_path / "ck.stats.npz").is_file()
+    theirs, ours = read_cache(trt_cache), read_cache(ck_cache)
+    assert theirs.scales["image"] == ours.scales["image"]
+    assert ours.scales["image"] == np.float32(np.abs(arrays["image"]).max()) / np.float32(127)
+    fed = np.concatenate([b["image"] for b in standin.build.batches])
+    np.testing.assert_array_equal(fed, arrays["image"])
+
+
+def test_cli_crosscheck_exits_nonzero_over_rtol(standin, model, tmp_path, rng, capsys):
+    # the stand-in's "entropy2" cache is MinMax on inputs: calibkit's entropy2 differs from it
+    _npz(tmp_path / "d.npz", rng, n=64)
+    argv = ["trt", "crosscheck", str(model), "--data", str(tmp_path / "d.npz")]
+    argv += ["--trt-cache", str(tmp_path / "t.cache"), "--calibkit-cache", str(tmp_path / "c")]
+    assert main(argv) == 1
+    assert "rtol 1e-06: 2 tensor(s) above -> FAIL" in capsys.readouterr().out
+
+
+def test_gpu_test_refuses_the_standin(standin):
+    from test_trt_gpu import require_real_tensorrt
+
+    with pytest.raises(pytest.fail.Exception, match="stand-in is installed"):
+        require_real_tensorrt()
