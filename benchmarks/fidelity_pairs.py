@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -29,8 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from calibkit.cache import read_cache
+from calibkit.errors import CacheFormatError
 from calibkit.graph import Graph
 from calibkit.sharing import POOLING_OPS, UnsettledVersionWarning, share_scales
+from calibkit.trt_names import trt_cache_names
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ROOT.parent / "shared" / "testdata" / "onnx_cache_pairs"
@@ -77,30 +80,24 @@ class Pair:
 def load_pair(folder: Path) -> Pair:
     """Read one pair folder; repair a graph.json that writes a tensor twice (see `repairs`)."""
     version, algorithm, scales = _read_cache(folder / "calibration.cache")
-    data = json.loads((folder / "graph.json").read_text(encoding="utf-8"))
-    repairs = _rename_rewrites(data)
-    return Pair(folder.name, folder, Graph.from_json(data), version, algorithm, scales, repairs)
-
-
-def _rename_rewrites(data: dict) -> list[str]:
-    """Give a second writer of a tensor its exporter name ``<node>_output_<k>``.
-
-    Readers after the second writer read the new name (ONNX SSA would forbid the rewrite; a
-    regenerated graph.json can contain one). Returns one line per repair, for the report.
-    """
-    written: set[str] = set(data["inputs"])
-    renamed: dict[str, str] = {}
+    strict = Graph.from_json(folder / "graph.json", rename_rewrites=True)
     repairs = []
-    for node in data["nodes"]:
-        node["inputs"] = [renamed.get(t, t) for t in node["inputs"]]
-        for k, out in enumerate(node["outputs"]):
-            if out in written:
-                new = f"{node['name']}_output_{k}"
-                renamed[out] = new
-                node["outputs"][k] = new
-                repairs.append(f"`{node['name']}` rewrote `{out}`; renamed to `{new}`")
-            written.add(node["outputs"][k])
-    return repairs
+    try:
+        Graph.from_json(folder / "graph.json")
+    except CacheFormatError:  # report which tensors the lenient read renamed
+        renamed = sorted(set(strict.tensors) - set(_raw_tensors(folder)))
+        found = sum(t in scales for t in renamed)
+        repairs.append(
+            "graph.json writes a tensor twice (a Slice rewrites the Split outputs); read with"
+            f" `rename_rewrites=True`, giving {', '.join(f'`{t}`' for t in renamed)}"
+            f" ({found} of {len(renamed)} are lines of TensorRT's cache)"
+        )
+    return Pair(folder.name, folder, strict, version, algorithm, scales, repairs)
+
+
+def _raw_tensors(folder: Path) -> set[str]:
+    data = json.loads((folder / "graph.json").read_text(encoding="utf-8"))
+    return set(data["inputs"]) | {t for n in data["nodes"] for t in n["outputs"]}
 
 
 def pair_folders(root: Path = PAIRS) -> list[Path]:
@@ -138,13 +135,14 @@ class SharingCheck:
         return not self.unexplained and not self.contradicted
 
 
-def check_sharing(pair: Pair) -> SharingCheck:
+def check_sharing(pair: Pair, rules: str = "trt") -> SharingCheck:
     """Compare the pass's ties (from the graph alone) with the cache's bit-identical scales."""
     graph, scales = pair.graph, pair.scales
     tensors = [t for t in graph.tensors if t in scales]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UnsettledVersionWarning)  # reported per pair instead
-        result = share_scales(graph, {t: t for t in tensors}, trt_version=pair.version)
+        values = {t: t for t in tensors}
+        result = share_scales(graph, values, trt_version=pair.version, rules=rules)
     token = result.amax  # each tensor's token = the tensor whose own scale it ends with
 
     # A move is checkable when another tensor ends with the same token (value); a pooling
@@ -211,14 +209,13 @@ def _groups(tensors, key) -> list[list[str]]:
 def _coincidence_edges(graph: Graph, algorithm: str) -> dict[str, dict[str, str]]:
     """Neighbouring tensors that the README's data coincidences can make equal, with the kind.
 
-    Returned as an adjacency map ``{a: {b: kind}}`` over all graph tensors.
+    Returned as a directed adjacency map ``{input: {output: kind}}`` over all graph tensors.
     """
     adjacency: dict[str, dict[str, str]] = defaultdict(dict)
 
     def add(a, b, kind):
         if a and b and a != b:
             adjacency[a].setdefault(b, kind)
-            adjacency[b].setdefault(a, kind)
 
     for node in graph.nodes:
         op = node.op_type
@@ -234,10 +231,6 @@ def _coincidence_edges(graph: Graph, algorithm: str) -> dict[str, dict[str, str]
         for a in data_in:
             for b in node.outputs:
                 add(a, b, kind)
-        siblings = node.outputs if op in {"Split", "Slice"} else data_in if op == "Concat" else []
-        for i, a in enumerate(siblings):
-            for b in siblings[i + 1 :]:
-                add(a, b, kind)
     return adjacency
 
 
@@ -252,8 +245,9 @@ def _saturated(group, graph_ops, scales, algorithm) -> bool:
 def _join(group, token, adjacency, saturated) -> tuple[bool, list[str]]:
     """Can the predicted sub-groups of an observed group be joined by listed coincidences?
 
-    Members join through any path of coincidence edges (a tie can pass through a tensor with a
-    different scale, e.g. Split then Concat). Returns (joined, kinds of the joins used).
+    A member joins a later member it reaches through a forward chain of coincidence ops (the
+    chain can pass through a tensor with another scale: Split then Concat keeps the maximum
+    even where the half itself was requantised). Returns (joined, kinds of the joins used).
     """
     if saturated:
         return True, ["same saturation (Sigmoid or input at 1.0)"] * (
@@ -304,6 +298,88 @@ def _pool_after_c(graph: Graph, result, scales) -> tuple[int, int]:
     return differ, len(cases)
 
 
+# --- names --------------------------------------------------------------------------------------
+
+# TensorRT-internal names: no ONNX tensor carries them (TRT_CALIBRATION.md §5.4).
+INTERNAL = r"\(Unnamed Layer\* \d+\) \[[^\]]+\]_output(_\d+)?|ONNXTRT_\w+_output"
+# TensorRT 10 lines of ONNX Constant nodes; graph.json has no constants, so none are predicted.
+CONSTANT_T10 = r".*Constant(_\d+)?_output_0_output"
+
+
+@dataclass
+class NamesCheck:
+    """calibkit's cache names versus TensorRT's for one pair."""
+
+    source: str  # what calibkit read: "model.onnx" or "graph.json"
+    ours: int
+    trt: int
+    common: int
+    reported: int  # TensorRT names not produced that match calibkit's unknown-name report
+    reported_expected: int  # lines calibkit reported as unknowable
+    internal: int  # other TensorRT-internal names
+    constants: int  # TensorRT 10 Constant lines (graph.json holds no constants)
+    outside_graph: list[str]  # ONNX-named lines of tensors the graph description lacks
+    extra: list[str]  # calibkit names TensorRT did not write
+    unmatched: list[str]  # lines calibkit reported as unknowable that TensorRT did not write
+
+
+def _numeric_shift(shift: int):
+    return lambda name: str(int(name) + shift) if name.isdigit() else name
+
+
+# Pairs whose model.onnx is the one TensorRT parsed (up to a documented renaming, source.md).
+ONNX_SOURCES = {
+    "muqadas2_cnndepthwise_trt8401_ec2": None,
+    "lannyyip_resunet_trt8001_ec2": _numeric_shift(8),
+}
+
+
+def check_names(pair: Pair) -> NamesCheck:
+    """Compare ``trt_cache_names`` with the names in TensorRT's cache."""
+    if pair.name in ONNX_SOURCES and pair.model is not None:
+        names, source = trt_cache_names(pair.model, trt_version=pair.version), "model.onnx"
+        rename = ONNX_SOURCES[pair.name] or (lambda n: n)
+    else:
+        names, source = trt_cache_names(pair.graph, trt_version=pair.version), "graph.json"
+        rename = lambda n: n  # noqa: E731
+    ours = {rename(n) for n in names.names}
+    trt = set(pair.scales)
+    missing = sorted(trt - ours)
+    reported, unmatched = [], []
+    for unknown in names.unknown:  # each reported line accounts for at most one TensorRT name
+        found = next((n for n in missing if n not in reported and unknown.matches(n)), None)
+        if found is None:
+            unmatched.append(f"{unknown.reason} at `{unknown.node}`")
+        else:
+            reported.append(found)
+    rest = [n for n in missing if n not in reported]
+    internal = [n for n in rest if re.fullmatch(INTERNAL, n)]
+    constants = [n for n in rest if n not in internal and re.fullmatch(CONSTANT_T10, n)]
+    outside = [n for n in rest if n not in internal and n not in constants]
+    return NamesCheck(
+        source=source,
+        ours=len(ours),
+        trt=len(trt),
+        common=len(ours & trt),
+        reported=len(reported),
+        reported_expected=len(names.unknown),
+        internal=len(internal),
+        constants=len(constants),
+        outside_graph=outside,
+        extra=sorted(ours - trt),
+        unmatched=unmatched,
+    )
+
+
+# Why a graph description lacks some of TensorRT's ONNX-named lines (from each source.md).
+OUTSIDE_GRAPH = {
+    "invigilo_yolov5l_trt8502_ec2": "the Detect head (model.24) is left out of graph.json",
+    "dataprodigy_yolo11_trt100300_ec2": "the Detect-head tail is left out of graph.json",
+    "goldentiger_yolo11m_trt101200_ec2": "the Detect-head tail of graph.json differs from the"
+    " export TensorRT parsed",
+}
+
+
 # --- report -------------------------------------------------------------------------------------
 
 
@@ -346,7 +422,64 @@ def pairs_markdown(root: Path = PAIRS) -> str:
         )
     out += _totals(pairs, checks)
     out += _details(pairs, checks)
+    out += _alternatives(pairs)
+    out += _names_section(pairs)
     return "\n".join(out) + "\n"
+
+
+def _alternatives(pairs) -> list[str]:
+    """The same check with other rule sets: each pair needs exactly its version's rules."""
+    choices = ["none", "P", "P,C"]
+    out = [
+        "",
+        "Other rule sets on the same pairs (cache groups left unexplained + predicted ties the"
+        " cache contradicts; 0 = consistent):",
+        "",
+        "| pair | " + " | ".join(f"rules {c}" for c in choices) + " |",
+        "|---|" + "---|" * len(choices),
+    ]
+    for p in pairs:
+        cells = []
+        for choice in choices:
+            c = check_sharing(p, rules=choice)
+            cells.append(f"{len(c.unexplained)} + {len(c.contradicted)}")
+        out.append(f"| {p.name} | " + " | ".join(cells) + " |")
+    return out
+
+
+def _names_section(pairs) -> list[str]:
+    out = [
+        "",
+        "### Cache names (calibkit.trt_names)",
+        "",
+        "*Produced*: TensorRT's names that calibkit writes. *Reported*: TensorRT names not written"
+        " but matching a line calibkit reports as unknowable (found/reported). *Internal*: other"
+        " TensorRT-internal names (`(Unnamed Layer* N)`, `ONNXTRT_*`, plugins). *Constants*:"
+        " TensorRT 10 `<Constant>_output` lines, unpredictable from a graph.json (no constants)."
+        " *Outside graph*: ONNX-named lines of tensors the regenerated graph lacks.",
+        "",
+        "| pair | read | TensorRT lines | calibkit lines | produced | calibkit names TensorRT had"
+        " | reported | internal | constants | outside graph |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    notes = []
+    for p in pairs:
+        n = check_names(p)
+        out.append(
+            f"| {p.name} | {n.source} | {n.trt} | {n.ours} | {n.common}/{n.trt}"
+            f" ({n.common / n.trt:.0%}) | {n.common}/{n.ours} ({n.common / n.ours:.0%})"
+            f" | {n.reported}/{n.reported_expected} | {n.internal} | {n.constants}"
+            f" | {len(n.outside_graph)} |"
+        )
+        if n.outside_graph:
+            why = OUTSIDE_GRAPH.get(p.name, "unexplained")
+            notes.append(f"- {p.name}: {len(n.outside_graph)} outside the graph: {why}.")
+        if n.unmatched:
+            notes.append(f"- {p.name}: reported but not in the cache: {'; '.join(n.unmatched)}.")
+        if n.extra:
+            shown = ", ".join(f"`{e}`" for e in n.extra[:5])
+            notes.append(f"- {p.name}: calibkit names TensorRT did not write: {shown}.")
+    return [*out, "", *notes] if notes else out
 
 
 def _totals(pairs, checks) -> list[str]:

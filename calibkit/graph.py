@@ -128,8 +128,20 @@ class Graph:
         return cls(nodes, inputs, tuple(v.name for v in g.output), initializers)
 
     @classmethod
-    def from_json(cls, source: str | Path | Mapping[str, Any]) -> Graph:
+    def from_json(
+        cls, source: str | Path | Mapping[str, Any], *, rename_rewrites: bool = False
+    ) -> Graph:
         """Build a graph from a ``graph.json`` file (or its parsed dict).
+
+        Parameters
+        ----------
+        source : path or Mapping
+            The file, or its parsed content.
+        rename_rewrites : bool
+            If a node writes a tensor an earlier node wrote, rename its output to the exporter's
+            ``<node name>_output_<k>`` and let later readers read the new name, instead of
+            raising. Two regenerated graphs of the pairs need it (a Slice that rewrites Split
+            outputs); TensorRT's caches for them hold the renamed tensors.
 
         Raises
         ------
@@ -146,17 +158,24 @@ class Graph:
                 msg = f"{where}: not valid JSON: {err}"
                 raise CacheFormatError(msg) from err
         nodes = []
+        written, renamed = set(_list(data, "inputs", where)), {}
         for index, raw in enumerate(_list(data, "nodes", where, Mapping)):
             if "op" not in raw:
                 msg = f"{where}: nodes[{index}] has no 'op' key: {raw!r}"
                 raise CacheFormatError(msg)
             at = f"{where}: nodes[{index}]"
+            name = str(raw.get("name", ""))
+            outputs = list(_list(raw, "outputs", at))
+            for k, out in enumerate(outputs):
+                if rename_rewrites and out in written:
+                    renamed[out] = outputs[k] = f"{name}_output_{k}"
+                written.add(outputs[k])
             nodes.append(
                 Node(
                     op_type=str(raw["op"]),
-                    inputs=tuple(_list(raw, "inputs", at)),
-                    outputs=tuple(_list(raw, "outputs", at)),
-                    name=str(raw.get("name", "")),
+                    inputs=tuple(renamed.get(t, t) for t in _list(raw, "inputs", at)),
+                    outputs=tuple(outputs),
+                    name=name,
                     attrs=dict(raw.get("attrs", {})),
                 )
             )

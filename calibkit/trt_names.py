@@ -44,6 +44,7 @@ __all__ = [
     "CacheNames",
     "UnknownLine",
     "constant_values",
+    "trt_amax",
     "trt_cache_names",
 ]
 
@@ -133,14 +134,16 @@ def trt_cache_names(
     CacheNames
     """
     if isinstance(model, Graph):
-        return _from_graph(model, tuple(trt_version), {}, {}, {})
+        return _from_graph(model, tuple(trt_version), {}, {}, {}, opset=None)
     onnx = require("onnx", "Listing TensorRT cache names of an ONNX model")
     if not isinstance(model, onnx.ModelProto):
         model = onnx.load(str(model))
     model = _infer_shapes(onnx, model)
     types, shapes = _value_infos(model)
     consts = _constant_arrays(onnx, model)
-    return _from_graph(Graph.from_onnx(model), tuple(trt_version), types, shapes, consts)
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+    graph = Graph.from_onnx(model)
+    return _from_graph(graph, tuple(trt_version), types, shapes, consts, opset=opset)
 
 
 def constant_values(
@@ -160,6 +163,34 @@ def constant_values(
         for line in names.lines
         if line.kind == "constant"
     }
+
+
+def trt_amax(amax: Mapping[str, float], names: CacheNames) -> tuple[dict[str, float], list[str]]:
+    """Key `amax` by TensorRT's names: one entry per line of `names`, in its order.
+
+    Parameters
+    ----------
+    amax : Mapping[str, float]
+        Per ONNX tensor (activations, after :func:`calibkit.sharing.share_scales`), plus the
+        constants' values keyed by their cache name (as :func:`constant_values` keys them).
+    names : CacheNames
+        From :func:`trt_cache_names`.
+
+    Returns
+    -------
+    amax : dict
+        TensorRT name -> amax. Tensors TensorRT gives no line (``names.no_line``) are left out.
+    missing : list of str
+        TensorRT names whose value `amax` lacks (e.g. tensors left out of the collection).
+    """
+    out, missing = {}, []
+    for line in names.lines:
+        key = line.name if line.kind == "constant" else line.source
+        if key in amax:
+            out[line.name] = amax[key]
+        else:
+            missing.append(line.name)
+    return out, missing
 
 
 # --- ONNX details -------------------------------------------------------------------------------
@@ -208,7 +239,7 @@ def _constant_arrays(onnx, model) -> dict[str, np.ndarray]:
 # --- the rules ----------------------------------------------------------------------------------
 
 
-def _from_graph(graph, version, types, shapes, consts) -> CacheNames:
+def _from_graph(graph, version, types, shapes, consts, *, opset) -> CacheNames:
     lines: dict[str, CacheLine] = {}
     unknown: list[UnknownLine] = []
     no_line: dict[str, str] = {}
@@ -253,7 +284,7 @@ def _from_graph(graph, version, types, shapes, consts) -> CacheNames:
         if node.op_type in ELEMENTWISE_OPS:
             _constant_lines(node, version, constant, shapes, types, lines, unknown)
         if node.op_type == "Softmax" and version >= (10,):
-            _softmax_lines(node, lines, unknown)
+            _softmax_lines(node, opset, lines, unknown)
     return CacheNames(tuple(lines.values()), tuple(unknown), no_line)
 
 
@@ -281,7 +312,7 @@ def _constant_lines(node: Node, version, constant, shapes, types, lines, unknown
             )
 
 
-def _softmax_lines(node: Node, lines, unknown) -> None:
+def _softmax_lines(node: Node, opset, lines, unknown) -> None:
     if node.name:
         alias = f"{node.name}_output"
         lines.setdefault(alias, CacheLine(alias, node.outputs[0], "alias"))
@@ -289,14 +320,17 @@ def _softmax_lines(node: Node, lines, unknown) -> None:
         unknown.append(
             UnknownLine(r".*_output", node.outputs[0], node.label, "Softmax of an unnamed node")
         )
-    unknown.append(
-        UnknownLine(
-            r"ONNXTRT_flattenTensor(_\d+)?_output",
-            node.inputs[0],
-            node.label,
-            "Softmax input flattened by TensorRT's ONNX parser",
+    # Seen for 3 of 4 Softmaxes in TensorRT 10 pairs; presumably the 2-D coercion of opset < 13
+    # Softmax, so it is reported unless the model's opset says otherwise.
+    if opset is None or opset < 13:
+        unknown.append(
+            UnknownLine(
+                r"ONNXTRT_flattenTensor(_\d+)?_output",
+                node.inputs[0],
+                node.label,
+                "Softmax input flattened to 2-D by TensorRT's ONNX parser (opset < 13)",
+            )
         )
-    )
 
 
 def _is_identity_reshape(node: Node, shapes: Mapping, consts: Mapping) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import warnings
 from collections import defaultdict
 
@@ -34,19 +33,12 @@ PAIRS = [
 
 
 def load_pair(root, name):
-    """Graph and cache bits of one pair; a tensor written twice gets its writer's name."""
+    """Graph and cache bits of one pair."""
     folder = root / "onnx_cache_pairs" / name
-    data = json.loads((folder / "graph.json").read_text(encoding="utf-8"))
-    seen, renamed = set(data["inputs"]), {}
-    for node in data["nodes"]:  # two regenerated graphs rewrite Split outputs in a Slice
-        node["inputs"] = [renamed.get(t, t) for t in node["inputs"]]
-        for k, out in enumerate(node["outputs"]):
-            if out in seen:
-                renamed[out] = node["outputs"][k] = f"{node['name']}_output_{k}"
-            seen.add(node["outputs"][k])
+    graph = Graph.from_json(folder / "graph.json", rename_rewrites=True)
     cache = read_cache(folder / "calibration.cache")
     bits = {n: int(np.float32(s).view(np.uint32)) for n, s in cache.scales.items()}
-    return Graph.from_json(data), cache.version, bits
+    return graph, cache.version, bits
 
 
 def tokens(graph, bits, version, rules="trt"):
