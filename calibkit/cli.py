@@ -589,26 +589,6 @@ def _add_trt(sub) -> None:
         action="store_true",
         help="set ITensor.set_dynamic_range(-amax, amax) instead of serving the cache",
     )
-    _add_trt_common(p)
-    p.add_argument("--fp16", action="store_true", help="also allow FP16 kernels")
-    p.set_defaults(func=_cmd_trt_build)
-    p = verbs.add_parser("crosscheck", help=_cmd_trt_crosscheck.__doc__.splitlines()[0])
-    p.add_argument("model", metavar="MODEL.onnx")
-    p.add_argument("--data", required=True, help="calibration data (as for calibkit calibrate)")
-    p.add_argument(
-        "-a", "--algorithm", default="entropy2", help="entropy2, entropy, minmax, legacy"
-    )
-    p.add_argument("--rtol", type=float, default=1e-6, help="max relative scale difference")
-    p.add_argument("--trt-cache", default="trt.cache", help="where TensorRT's cache goes")
-    p.add_argument("--calibkit-cache", default="calibkit.cache", help="where calibkit's goes")
-    p.add_argument("--batch-size", type=int, help="samples per batch")
-    p.add_argument("--max-samples", type=int, help="stop after this many samples")
-    p.add_argument("--preprocess", help="image preprocessing preset (folder of images)")
-    _add_trt_common(p)
-    p.set_defaults(func=_cmd_trt_crosscheck)
-
-
-def _add_trt_common(p) -> None:
     p.add_argument(
         "--shape",
         action="append",
@@ -616,6 +596,29 @@ def _add_trt_common(p) -> None:
         metavar="NAME=1x3x224x224",
         help="shape of an input with dynamic dimensions (repeatable)",
     )
+    p.add_argument("--fp16", action="store_true", help="also allow FP16 kernels")
+    _add_trt_common(p)
+    p.set_defaults(func=_cmd_trt_build)
+    p = verbs.add_parser("crosscheck", help=_cmd_trt_crosscheck.__doc__.splitlines()[0])
+    p.add_argument("model", metavar="MODEL.onnx")
+    p.add_argument("--data", required=True, help="calibration data (as for calibkit calibrate)")
+    p.add_argument(
+        "-a", "--algorithm", default="entropy2", help="entropy2, entropy, minmax, legacy"
+    )
+    p.add_argument(
+        "--rtol", type=float, default=1e-6, help="max relative scale difference (default 1e-6)"
+    )
+    p.add_argument("--trt-cache", default="trt.cache", help="where TensorRT's cache goes")
+    p.add_argument("--calibkit-cache", default="calibkit.cache", help="where calibkit's goes")
+    p.add_argument("--batch-size", type=int, help="samples per batch")
+    p.add_argument("--max-samples", type=int, help="stop after this many samples")
+    p.add_argument("--preprocess", help="image preprocessing preset (folder of images)")
+    # input shapes come from the data: TensorRT calibrates at the first batch's shapes
+    _add_trt_common(p)
+    p.set_defaults(func=_cmd_trt_crosscheck)
+
+
+def _add_trt_common(p) -> None:
     p.add_argument(
         "--device",
         default="auto",

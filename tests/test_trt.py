@@ -550,3 +550,22 @@ def test_gpu_test_refuses_the_standin(standin):
 
     with pytest.raises(pytest.fail.Exception, match="stand-in is installed"):
         require_real_tensorrt()
+
+
+def test_cli_build_dynamic_ranges_with_shapes(standin, tmp_path, capsys):
+    model = _model(tmp_path / "dyn.onnx", ["image", "mask"], dims=(-1, 3))
+    cache = tmp_path / "m.cache"
+    amax = dict.fromkeys(("image", "mask", "prod", "out"), 3.0)
+    write_cache(
+        cache, CalibrationCache.from_amax(amax, trt_version="8.6", algorithm="EntropyCalibration2")
+    )
+    engine = tmp_path / "m.engine"
+    argv = ["trt", "build", str(model), "--cache", str(cache), "-o", str(engine)]
+    assert main([*argv, "--dynamic-ranges", "--shape", "image=4x3"]) == 1
+    assert "dynamic dimensions" in capsys.readouterr().err
+    assert main([*argv, "--dynamic-ranges", "--shape", "image=4x", "--shape", "mask=4x3"]) == 1
+    assert "bad --shape 'image=4x'" in capsys.readouterr().err
+    shapes = ["--shape", "image=4x3", "--shape", "mask=4x3"]
+    assert main([*argv, "--dynamic-ranges", *shapes]) == 0
+    assert set(standin.build.ranges) == {"image", "mask", "prod", "out"}
+    assert not standin.build.calls  # no calibrator: nothing was asked
