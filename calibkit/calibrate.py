@@ -226,7 +226,7 @@ def calibrate_onnx(
     tensors, max_tensors_per_run, optimization, num_threads
         Passed to :class:`calibkit.onnx_source.OnnxActivationSource`.
     progress : bool
-        Show a tqdm progress bar (samples/s) on stderr.
+        Show a tqdm progress bar (samples/s) on stderr, when stderr is a terminal.
 
     Returns
     -------
@@ -264,7 +264,8 @@ def calibrate_onnx(
     collector = HistogramCollector(num_bins, nan_policy=nan_policy)
     collect_seconds = 0.0
     tqdm = require("tqdm", "The calibration progress bar").tqdm
-    with tqdm(total=data.num_samples, unit="sample", disable=not progress, file=sys.stderr) as bar:
+    shown = None if progress else True  # None: tqdm shows the bar only on a terminal
+    with tqdm(total=data.num_samples, unit="sample", disable=shown, file=sys.stderr) as bar:
         feed = _Feed(data, bar)
         for activations in source.run(feed):
             t0 = time.perf_counter()

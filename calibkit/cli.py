@@ -130,6 +130,213 @@ _SECTIONS.append(_add_calibrate)
 # <<< section: calibrate / select (core)
 
 
+# >>> section: calibrate-onnx
+def _add_calibrate_onnx(sub) -> None:
+    """Add the ONNX-model options to the core section's ``calibrate`` parser."""
+    if not _CALIBRATE_EXTENSIONS:
+        return
+    p = _CALIBRATE_EXTENSIONS[-1]  # the parser the core section made in this build_parser call
+    g = p.add_argument_group("ONNX model (SOURCE = MODEL.onnx, run on the CPU by onnxruntime)")
+    g.add_argument(
+        "--data",
+        metavar="DATA",
+        help=(
+            "calibration inputs: X.npy (one input, first axis = samples), X.npz (keyed by input "
+            "name), a folder of per-sample .npy/.npz files or of images (with --preprocess), or "
+            "a loader script FILE.py[:FUNCTION] (default load_data) returning an iterable of "
+            "{input name: array} batches"
+        ),
+    )
+    g.add_argument("--batch-size", type=int, help="samples per batch (default: model's, else 8)")
+    g.add_argument("--max-samples", type=int, help="stop after this many samples")
+    g.add_argument("--shuffle", action="store_true", help="visit samples in a random order")
+    g.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
+    g.add_argument("--tensors", metavar="REGEX", help="calibrate only tensors matching REGEX")
+    g.add_argument(
+        "--preprocess",
+        metavar="PRESET",
+        help="image preprocessing: imagenet, efficientnet-lite, unit (x/255) or raw",
+    )
+    g.add_argument("--resize", help="images: shorter side N, or HxW exactly")
+    g.add_argument("--crop", help="images: centre crop HxW or N (default: the model's size)")
+    g.add_argument("--scale", type=float, help="images: multiply pixels (0..255) by this")
+    g.add_argument("--mean", help="images: subtracted after --scale, one value or R,G,B")
+    g.add_argument("--std", help="images: divisor after --mean, one value or R,G,B")
+    g.add_argument("--layout", choices=("NCHW", "NHWC"), help="images: default from the model")
+    g.add_argument("--channels", choices=("RGB", "BGR", "L"), help="images: default RGB (or L)")
+    g.add_argument(
+        "--max-tensors-per-run",
+        type=int,
+        metavar="N",
+        help="expose at most N tensors per onnxruntime run (less memory, N-fold runs)",
+    )
+    g.add_argument(
+        "--optimization",
+        choices=("disable", "basic", "extended", "all"),
+        default="disable",
+        help="onnxruntime graph optimisation (default disable: the graph as given)",
+    )
+    g.add_argument("--threads", type=int, help="onnxruntime threads (default: one per core)")
+    g.add_argument(
+        "--no-save-histograms",
+        action="store_true",
+        help="do not write the statistics (default: next to the cache, MODEL.stats.npz)",
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g.add_argument(
+        "--table", type=int, default=30, metavar="ROWS", help="per-tensor rows to print (30)"
+    )
+
+
+def _floats(text: str | None) -> float | tuple[float, ...] | None:
+    if text is None:
+        return None
+    values = tuple(float(v) for v in text.split(","))
+    return values[0] if len(values) == 1 else values
+
+
+def _size(text: str | None, *, square: bool) -> int | tuple[int, int] | None:
+    """Parse ``N`` or ``HxW``; with `square` an ``N`` means ``(N, N)``."""
+    if text is None:
+        return None
+    h, _, w = text.lower().partition("x")
+    if not w:
+        return (int(h), int(h)) if square else int(h)
+    return int(h), int(w)
+
+
+def _preprocess_from_args(args):  # -> str | ImagePreprocess | None
+    from dataclasses import replace
+
+    from .data import PRESETS, ImagePreprocess
+
+    overrides = {
+        "resize": _size(args.resize, square=False),
+        "crop": _size(args.crop, square=True),
+        "scale": args.scale,
+        "mean": _floats(args.mean),
+        "std": _floats(args.std),
+        "layout": args.layout,
+        "channels": args.channels,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.preprocess is None and not overrides:
+        return None
+    if args.preprocess is not None and args.preprocess not in PRESETS:
+        msg = f"unknown --preprocess {args.preprocess!r}; choose one of {sorted(PRESETS)}"
+        raise CalibkitError(msg)
+    base = PRESETS[args.preprocess] if args.preprocess else ImagePreprocess()
+    return replace(base, **overrides)
+
+
+def _cmd_calibrate_onnx(args) -> int:
+    """Calibrate an ONNX model on the CPU (onnxruntime) and write the cache and statistics."""
+    from .calibrate import (
+        calibrate_onnx,
+        format_amax_table,
+        format_input_table,
+        format_summary,
+    )
+
+    if not args.data:
+        msg = f"{args.source}: an ONNX model needs calibration inputs: --data DATA"
+        raise CalibkitError(msg)
+    try:
+        result = calibrate_onnx(
+            args.source,
+            args.data,
+            algorithm=args.algorithm,
+            trt_version=args.trt_version,
+            num_bins=args.num_bins,
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            shuffle=args.shuffle,
+            seed=args.seed,
+            preprocess=_preprocess_from_args(args),
+            tensors=args.tensors,
+            nan_policy=args.nan,
+            max_tensors_per_run=args.max_tensors_per_run,
+            optimization=args.optimization,
+            num_threads=args.threads,
+            progress=not args.no_progress,
+        )
+    except ValueError as err:  # bad arguments and data become one error line
+        raise CalibkitError(str(err)) from err
+    stats = result.write(
+        args.output, args.save_histograms, save_stats_file=not args.no_save_histograms
+    )
+    print(format_input_table(result.inputs))
+    if args.table:
+        print()
+        print(format_amax_table(result.histograms, result.amax, limit=args.table))
+    print()
+    print(format_summary(result))
+    header = result.cache.to_bytes().split(b"\n", 1)[0].decode()
+    print(f"wrote {args.output} ({header})" + (f" and {stats}" if stats else ""))
+    return 0
+
+
+_CALIBRATE_HANDLERS[".onnx"] = _cmd_calibrate_onnx
+_SECTIONS.append(_add_calibrate_onnx)
+# <<< section: calibrate-onnx
+
+
+# >>> section: select
+def _add_select(sub) -> None:
+    p = sub.add_parser(
+        "select",
+        help="recompute a cache with another algorithm from saved statistics (no model run)",
+        description=(
+            "Recompute a TensorRT calibration cache from the statistics 'calibkit calibrate' "
+            "saved (STATS.npz), with any algorithm, in seconds; onnx/onnxruntime are not used."
+        ),
+    )
+    p.add_argument("stats", metavar="STATS.npz", help="statistics written by calibkit calibrate")
+    p.add_argument(
+        "-a",
+        "--algorithm",
+        help=(
+            "entropy2, entropy, minmax, percentile:<p>, legacy:<quantile>:<cutoff>, mse "
+            "(entropy variants as entropy2:<preset or key=value,...>)"
+        ),
+    )
+    p.add_argument(
+        "--all", action="store_true", help="write one cache per algorithm into the -o folder"
+    )
+    p.add_argument(
+        "--trt-version", help="TensorRT version for the header (default: the recorded one)"
+    )
+    p.add_argument("-o", "--output", required=True, help="cache file (a folder with --all)")
+    p.set_defaults(func=_cmd_select)
+
+
+def _cmd_select(args) -> int:
+    """Recompute a cache with another algorithm from saved statistics (no model run)."""
+    from .cache import write_cache
+    from .calibrate import select_all, select_from_stats
+
+    if args.all == bool(args.algorithm):
+        msg = "give either --algorithm SPEC (one cache) or --all (one cache per algorithm)"
+        raise CalibkitError(msg)
+    try:
+        if args.all:
+            written = select_all(args.stats, args.output, trt_version=args.trt_version)
+            for spec, path in written.items():
+                print(f"{spec:20s} {path}")
+            return 0
+        cache = select_from_stats(args.stats, args.algorithm, trt_version=args.trt_version)
+    except ValueError as err:
+        raise CalibkitError(str(err)) from err
+    write_cache(args.output, cache)
+    header = cache.to_bytes().split(b"\n", 1)[0].decode()
+    print(f"wrote {args.output}: {len(cache.scales)} tensors ({header})")
+    return 0
+
+
+_SECTIONS.append(_add_select)
+# <<< section: select
+
+
 # >>> section: cache
 def _add_cache(subparsers) -> None:
     from .cache_formats import FORMATS

@@ -541,6 +541,9 @@ def open_data(
     order = np.random.default_rng(seed).permutation if shuffle else None
     note = ", shuffled" if shuffle else ""
     if not is_dir:
+        if path.suffix.lower() not in _ARRAY_SUFFIXES:
+            msg = f"{path}: expected a .npy or .npz file, a folder, or a loader script.py"
+            raise DataError(msg)
         chunk = _read_array_file(path, inputs)
         n = _count(chunk)
         chunks = _array_chunks(chunk, order, size, str(path))

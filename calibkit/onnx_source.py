@@ -186,10 +186,9 @@ class OnnxActivationSource:
             options.intra_op_num_threads = num_threads
         if n_groups > 1:  # one arena per session would keep every group's peak allocated
             options.enable_cpu_mem_arena = False
+        serialized = self._serialize(model, base, onnx, options)
         try:
-            session = ort.InferenceSession(
-                self._serialize(model, base, onnx), options, providers=["CPUExecutionProvider"]
-            )
+            session = ort.InferenceSession(serialized, options, providers=["CPUExecutionProvider"])
         except Exception as err:  # onnxruntime's errors share no useful base class
             msg = f"{self._where}: onnxruntime cannot load the model: {err}"
             raise CalibkitError(msg) from err
@@ -197,32 +196,24 @@ class OnnxActivationSource:
         fetch = [name for name in group if types.get(name) in _FLOAT_ORT_TYPES]
         return session, fetch
 
-    def _serialize(self, model, base: Path, onnx):
-        """Return bytes for a self-contained model, a file path when weights live outside."""
+    def _serialize(self, model, base: Path, onnx, options):
+        """Return the model for onnxruntime: bytes, or a temporary file when over 2 GB."""
         locations = _external_locations(model, onnx)
-        if not locations and model.ByteSize() < _PROTOBUF_LIMIT:
+        for location in locations:
+            if not (base / location).is_file():
+                msg = f"external data file {base / location} not found (model folder {base})"
+                raise FileNotFoundError(msg)
+        if locations:  # weights stay in their files, found relative to the model's folder
+            key = "session.model_external_initializers_file_folder_path"
+            options.add_session_config_entry(key, str(base.resolve()))
+        if model.ByteSize() < _PROTOBUF_LIMIT:
             return model.SerializeToString()
+        # weights loaded in memory but over protobuf's 2 GB: write them beside a temporary copy
         if self._tmp is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="calibkit-onnx-")
             weakref.finalize(self, self._tmp.cleanup)
-        folder = Path(self._tmp.name)
-        for location in locations:  # link the weights next to the rewritten model
-            link, target = (folder / location).resolve(), (base / location).resolve()
-            if folder.resolve() not in link.parents:
-                msg = f"external data location {location!r} points outside the model folder"
-                raise ValueError(msg)
-            if not target.is_file():
-                msg = f"external data file {target} not found (model folder {base})"
-                raise FileNotFoundError(msg)
-            link.parent.mkdir(parents=True, exist_ok=True)
-            if not link.exists():
-                link.symlink_to(target)
-        path = folder / f"model{len(list(folder.glob('model*.onnx')))}.onnx"
-        if locations:
-            onnx.save_model(model, str(path))
-        else:  # weights in memory but over protobuf's 2 GB: write them beside the model
-            data_name = path.with_suffix(".data").name
-            onnx.save_model(model, str(path), save_as_external_data=True, location=data_name)
+        path = Path(tempfile.mkdtemp(dir=self._tmp.name)) / "model.onnx"
+        onnx.save_model(model, str(path), save_as_external_data=True, location=path.stem + ".data")
         return str(path)
 
     def run(self, batches: Iterable[Mapping[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
