@@ -358,8 +358,8 @@ def _add_builder(trt: types.ModuleType, vtuple: tuple[int, int, int], memory: De
 
     class Logger:
         Severity = _Severity
-        INTERNAL_ERROR, ERROR, WARNING = _Severity.INTERNAL_ERROR, _Severity.ERROR, _Severity.WARNING
-        INFO, VERBOSE = _Severity.INFO, _Severity.VERBOSE
+        INTERNAL_ERROR, ERROR = _Severity.INTERNAL_ERROR, _Severity.ERROR
+        WARNING, INFO, VERBOSE = _Severity.WARNING, _Severity.INFO, _Severity.VERBOSE
 
         def __init__(self, min_severity: _Severity = _Severity.WARNING) -> None:
             self.min_severity = min_severity
