@@ -500,10 +500,26 @@ def _totals(pairs, checks) -> list[str]:
         " scale.",
         f"- Without C (later versions): {sum(a for a, _ in no_c)} of {sum(b for _, b in no_c)}"
         " Concat inputs equal their Concat output (rule C would make all of them equal).",
-        "- Coincidence joins used: "
-        + ", ".join(f"{k} {v}" for k, v in sorted(kinds.items(), key=lambda kv: -kv[1]))
-        + ".",
+        f"- Cache groups: {sum(c.exact_groups for c in checks.values())} predicted exactly +"
+        f" {sum(c.coincidence_groups for c in checks.values())} joined by listed coincidences ="
+        f" {sum(c.explained_groups for c in checks.values())} of"
+        f" {sum(c.observed_groups for c in checks.values())} explained; predicted ties missing"
+        f" from a cache: {sum(len(c.contradicted) for c in checks.values())}.",
+        f"- Coincidence joins used: {_join_summary(kinds)}.",
     ]
+
+
+def _join_summary(kinds: Counter) -> str:
+    direct = {k: v for k, v in kinds.items() if " → " not in k}
+    chains = {k: v for k, v in kinds.items() if " → " in k}
+    text = ", ".join(f"{k} {v}" for k, v in sorted(direct.items(), key=lambda kv: -kv[1]))
+    if chains:
+        steps = [k.count(" → ") + 1 for k in chains]
+        text += (
+            f"; chains of {min(steps)} to {max(steps)} such steps {sum(chains.values())}"
+            " (e.g. Split → Concat in C2f/C3k2 blocks, Concat → Reshape → … in Detect heads)"
+        )
+    return text
 
 
 def _details(pairs, checks) -> list[str]:
