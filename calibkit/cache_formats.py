@@ -27,6 +27,7 @@ import json
 import logging
 import math
 import os
+import re
 import struct
 import warnings
 from pathlib import Path
@@ -67,6 +68,9 @@ FORMATS = {
     "ort-text": (True, True, False),
     "ort-json": (True, False, False),
 }
+_NUMBER = rb"(?:[0-9.eE+-]+|inf|nan)"
+_RANGES_LINE = re.compile(rb".+:\s*" + _NUMBER)
+_ORT_TEXT_LINE = re.compile(rb".+ " + _NUMBER)
 _SUFFIXES = {".csv": "csv", ".flatbuffers": "ort", ".fb": "ort", ".txt": "ranges"}
 
 
@@ -140,9 +144,9 @@ def detect_format(path: str | os.PathLike, data: bytes | None = None) -> str:
         return "trt"
     if data[4:8] == b"\x00\x00\x00\x00" or b"\x00" in data[:64]:
         return "ort"
-    if b":" in first:
+    if _RANGES_LINE.fullmatch(first):
         return "ranges"
-    if first.count(b" ") >= 1:
+    if _ORT_TEXT_LINE.fullmatch(first):
         return "ort-text"
     return "trt"  # let the strict cache reader produce the error message
 

@@ -177,3 +177,18 @@ def test_check_against_graph_json(tmp_path, capsys):
     assert main([*args, "--strict", "--json"]) == 1
     obj = json.loads(capsys.readouterr().out)
     assert obj["zero"] == ["w"] and obj["missing"] == [] and not obj["ok"]
+
+
+def test_diff_in_bins_with_saved_statistics(tmp_path, capsys):
+    from calibkit.histogram import Histogram
+    from calibkit.stats import save_stats
+
+    stats = tmp_path / "stats.npz"
+    save_stats(stats, {"inputT0": Histogram(num_bins=2048).fill(np.array([0.0, 127.0]))})
+    edited = tmp_path / "e.cache"
+    assert main(["cache", "edit", str(TINY), "-o", str(edited), "--set", "inputT0=96.29"]) == 0
+    capsys.readouterr()
+    assert main(["cache", "diff", str(TINY), str(edited), "--stats", str(stats), "--json"]) == 0
+    (row,) = [r for r in json.loads(capsys.readouterr().out)["rows"] if r["name"] == "inputT0"]
+    assert row["bins"] == pytest.approx((row["amax_b"] - row["amax_a"]) * 2048 / 127.0)
+    assert row["bins"] == pytest.approx(16.1, abs=0.1)  # one unit of amax = 2048/127 bins

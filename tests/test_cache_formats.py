@@ -210,6 +210,10 @@ def test_detect_format(tmp_path):
     assert detect_format(tmp_path / "a.cache") == "trt"
     assert detect_format(tmp_path / "b.cache") == "ort-text"
     assert detect_format(tmp_path / "c.table") == "ranges"
+    (tmp_path / "d.cache").write_bytes(b"onnx::MatMul_1 2.5\n")  # ':' in an ORT-text name
+    assert detect_format(tmp_path / "d.cache") == "ort-text"
+    (tmp_path / "e.cache").write_bytes(b"(Unnamed Layer* 0) [Conv]_output:2.5\n")
+    assert detect_format(tmp_path / "e.cache") == "ranges"
 
 
 def test_unknown_format_is_a_value_error(tmp_path):
