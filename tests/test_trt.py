@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from trt_standin import ContractViolation, DeviceMemory, make_pycuda, make_tensorrt
 
 from calibkit import MissingDependencyError, NotCollectedError
@@ -256,9 +258,9 @@ def test_recording_feeds_batches_in_tensorrts_name_order(standin, model, rng, tm
     build = standin.build
     assert build.names[0] == ["image", "mask"]
     assert len(build.batches) == len(batches) == cal.n_batches_
-    for seen, given in zip(build.batches, batches, strict=True):
+    for seen, fed in zip(build.batches, batches, strict=True):
         for name in ("image", "mask"):
-            np.testing.assert_array_equal(seen[name], given[name])
+            np.testing.assert_array_equal(seen[name], fed[name])
     # sequence: get_batch_size, read_calibration_cache, get_batch x (n + 1), write, get_algorithm
     assert build.calls == [
         "get_batch_size",
@@ -569,3 +571,28 @@ def test_cli_build_dynamic_ranges_with_shapes(standin, tmp_path, capsys):
     assert main([*argv, "--dynamic-ranges", *shapes]) == 0
     assert set(standin.build.ranges) == {"image", "mask", "prod", "out"}
     assert not standin.build.calls  # no calibrator: nothing was asked
+
+
+@given(
+    amax=st.dictionaries(
+        st.text(st.characters(blacklist_characters="\r\n"), min_size=1, max_size=20),
+        st.floats(0, 2.0**64, allow_nan=False, width=32),
+        min_size=1,
+        max_size=8,
+    ),
+    running=st.sampled_from(["8.6.1.6", "9.3.0.1", "10.0.1.6", "10.16.0.72"]),
+    written=st.sampled_from(["7.2.3", "8.6.1", "10.9", "10.16"]),
+    algorithm=st.sampled_from(["entropy2", "entropy", "minmax"]),
+)
+@settings(max_examples=60, deadline=None)
+def test_serving_keeps_every_scale_and_only_rewrites_the_header(amax, running, written, algorithm):
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(sys.modules, "tensorrt", make_tensorrt(running))
+        cache = CalibrationCache.from_amax(amax, trt_version=written, algorithm="MinMaxCalibration")
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            served = read_cache(make_calibrator(algorithm, cache=cache).read_calibration_cache())
+    assert served.scales == cache.scales
+    assert served.version == tuple(int(p) for p in running.split(".")[:3])
+    changed = (cache.version, cache.algorithm) != (served.version, served.algorithm)
+    assert len(caught) == changed
