@@ -459,8 +459,8 @@ def _cmd_cache_show(args) -> int:
     header = (
         cache.to_bytes().split(b"\n", 1)[0].decode().rstrip("\r") if fmt in ("trt", "json") else "-"
     )
-    version = ".".join(map(str, cache.version)) if cache.version else "not in header"
-    print(f"{args.file}: {fmt}, header {header!r}, TensorRT {version}, {cache.algorithm or '-'}")
+    version = "TensorRT " + ".".join(map(str, cache.version)) if cache.version else "no version"
+    print(f"{args.file}: {fmt}, header {header!r}, {version}, {cache.algorithm or '-'}")
     if cache.legacy is not None:
         legacy = cache.legacy
         cutoff, quantile = legacy.regression_cutoff, legacy.quantile
@@ -531,6 +531,8 @@ def _cmd_cache_diff(args) -> int:
     for side, names in (("a", result.only_a), ("b", result.only_b)):
         for name in names[: args.top or None]:
             print(f"only in {side}: {name}")
+        if args.top and len(names) > args.top:
+            print(f"only in {side}: ... {len(names) - args.top} more (--top 0 lists all)")
     print(
         f"{summary['common']} common tensors, {summary['equal']} equal, "
         f"{summary['only_a']} only in a, {summary['only_b']} only in b; "
