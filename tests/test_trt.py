@@ -16,7 +16,14 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from trt_standin import ContractViolation, DeviceMemory, make_pycuda, make_tensorrt
+from trt_standin import (
+    ContractViolation,
+    DeviceMemory,
+    make_cuda_python,
+    make_cupy,
+    make_pycuda,
+    make_tensorrt,
+)
 
 from calibkit import MissingDependencyError, NotCollectedError
 from calibkit.cache import CalibrationCache, read_cache, write_cache
@@ -381,6 +388,21 @@ def test_dynamic_input_needs_a_shape_then_calibrates_at_it(standin, tmp_path, rn
     cal = make_calibrator("entropy2", data=_batches(rng))
     build_engine(path, calibrator=cal, shapes={"image": (2, 3), "mask": (2, 3)})
     assert len(standin.build.batches) == 3
+
+
+@pytest.mark.parametrize("device", ["cuda-python", "cupy"])
+def test_recording_through_cuda_python_and_cupy(standin, model, rng, monkeypatch, device):
+    # TensorRT's samples from 10.14 use cuda-python (cudaMalloc / cudaMemcpy / cudaFree)
+    make = make_cuda_python if device == "cuda-python" else make_cupy
+    for name, module in make(standin.memory).items():
+        monkeypatch.setitem(sys.modules, name, module)
+    batches = _batches(rng)
+    cal = make_calibrator("minmax", data=batches, device=device)
+    build_engine(model, calibrator=cal)
+    for seen, fed in zip(standin.build.batches, batches, strict=True):
+        np.testing.assert_array_equal(seen["mask"], fed["mask"])
+    assert standin.memory.n_allocs == 2
+    assert not standin.memory.blocks
 
 
 def test_cupy_requested_but_absent(standin, monkeypatch, rng):

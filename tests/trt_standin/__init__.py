@@ -7,13 +7,15 @@ real behaviour is documented.
 """
 
 from .api import BuildRecord, CalibrationAlgoType, make_tensorrt, version_number
-from .device import ContractViolation, DeviceMemory, make_pycuda
+from .device import ContractViolation, DeviceMemory, make_cuda_python, make_cupy, make_pycuda
 
 __all__ = [
     "BuildRecord",
     "CalibrationAlgoType",
     "ContractViolation",
     "DeviceMemory",
+    "make_cuda_python",
+    "make_cupy",
     "make_pycuda",
     "make_tensorrt",
     "version_number",

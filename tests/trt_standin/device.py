@@ -108,3 +108,77 @@ def make_pycuda(memory: DeviceMemory) -> dict[str, types.ModuleType]:
     package.__path__ = []  # a package, so that "import pycuda.driver" resolves in sys.modules
     package.driver, package.autoinit = driver, autoinit
     return {"pycuda": package, "pycuda.driver": driver, "pycuda.autoinit": autoinit}
+
+
+def make_cuda_python(memory: DeviceMemory) -> dict[str, types.ModuleType]:
+    """Stand-in ``cuda.bindings.runtime`` (cuda-python >= 12.6; ``cuda.cudart`` before).
+
+    Every call returns a tuple whose first item is a ``cudaError_t``, as in TensorRT's 10.14+
+    samples (``err, ptr = cudart.cudaMalloc(n)``; ``cudaMemcpy(dst, src, count, kind)`` with
+    ``src`` a host address such as ``array.ctypes.data``).
+    """
+    import ctypes
+    import enum
+
+    runtime = types.ModuleType("cuda.bindings.runtime")
+    runtime.cudaError_t = enum.IntEnum(
+        "cudaError_t", {"cudaSuccess": 0, "cudaErrorInvalidValue": 1}
+    )
+    runtime.cudaMemcpyKind = enum.IntEnum(
+        "cudaMemcpyKind", {"cudaMemcpyHostToDevice": 1, "cudaMemcpyDeviceToHost": 2}
+    )
+
+    def cudaMalloc(size):
+        return runtime.cudaError_t.cudaSuccess, memory.alloc(size)
+
+    def cudaMemcpy(dst, src, count, kind):
+        if kind != runtime.cudaMemcpyKind.cudaMemcpyHostToDevice or not isinstance(src, int):
+            return (runtime.cudaError_t.cudaErrorInvalidValue,)
+        memory.write(dst, ctypes.string_at(src, count))
+        return (runtime.cudaError_t.cudaSuccess,)
+
+    def cudaFree(ptr):
+        memory.free(ptr)
+        return (runtime.cudaError_t.cudaSuccess,)
+
+    runtime.cudaMalloc, runtime.cudaMemcpy, runtime.cudaFree = cudaMalloc, cudaMemcpy, cudaFree
+    cuda, bindings = types.ModuleType("cuda"), types.ModuleType("cuda.bindings")
+    cuda.__path__, bindings.__path__ = [], []
+    cuda.bindings, bindings.runtime = bindings, runtime
+    return {"cuda": cuda, "cuda.bindings": bindings, "cuda.bindings.runtime": runtime}
+
+
+def make_cupy(memory: DeviceMemory) -> dict[str, types.ModuleType]:
+    """Stand-in ``cupy``: ``cupy.empty(n, dtype=cupy.uint8)``, ``a.data.ptr``, ``a.set(host)``.
+
+    ``ndarray.set`` copies a host array of the same shape and dtype (CuPy raises otherwise); the
+    allocation is returned to the pool when the last reference goes.
+    """
+    import numpy as np
+
+    cupy = types.ModuleType("cupy")
+    cupy.uint8 = np.uint8
+
+    class _Pointer:
+        def __init__(self, ptr: int) -> None:
+            self.ptr = ptr
+
+    class ndarray:
+        def __init__(self, shape, dtype) -> None:
+            self.shape, self.dtype = (int(shape),), np.dtype(dtype)
+            self.data = _Pointer(memory.alloc(self.shape[0] * self.dtype.itemsize))
+
+        def set(self, arr) -> None:
+            if arr.shape != self.shape or arr.dtype != self.dtype:
+                msg = (
+                    f"Shape/dtype mismatch: {arr.shape} {arr.dtype} into {self.shape} {self.dtype}"
+                )
+                raise ValueError(msg)
+            memory.write(self.data.ptr, np.ascontiguousarray(arr).tobytes())
+
+        def __del__(self) -> None:
+            memory.blocks.pop(self.data.ptr, None)
+
+    cupy.ndarray = ndarray
+    cupy.empty = lambda shape, dtype: ndarray(shape, dtype)
+    return {"cupy": cupy}
