@@ -19,6 +19,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 _njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+_njit_parallel = functools.partial(_njit, parallel=True)
 
 # Grouping codes shared with _reference.py and selectors.py.
 GROUP_PROPORTIONAL = 0  # bin j of i kept bins -> level floor(nq * j / i)  (TensorRT, candidate A)
@@ -96,6 +97,23 @@ def _level_bounds(i, nq, grouping, bounds):
 
 
 @_njit
+def _prefix_sums(counts):
+    """Prefix sums of counts, of non-empty bins and of h ln h; ln of every possible width."""
+    nbins = counts.size
+    csum = np.zeros(nbins + 1, np.float64)
+    cnz = np.zeros(nbins + 1, np.int64)
+    clogc = np.zeros(nbins + 1, np.float64)
+    logn = np.zeros(nbins + 1, np.float64)
+    for j in range(nbins):
+        h = np.float64(counts[j])
+        csum[j + 1] = csum[j] + h
+        cnz[j + 1] = cnz[j] + (1 if counts[j] > 0 else 0)
+        clogc[j + 1] = clogc[j] + (h * np.log(h) if h > 0 else 0.0)
+        logn[j + 1] = np.log(np.float64(j + 1))
+    return csum, cnz, clogc, logn
+
+
+@_njit_parallel
 def kl_sweep_fast(counts, start, stop, nq, grouping, spread_nonzero, normalize_total):
     """KL(P||Q) for every candidate i in [start, stop] (integer groupings, no smoothing).
 
@@ -103,73 +121,67 @@ def kl_sweep_fast(counts, start, stop, nq, grouping, spread_nonzero, normalize_t
     D = (sum_P P ln P - sum_P P ln Q) / N + ln(qn / N), where qn is Q's normaliser (N, the
     total count, or the kept sum), and each level contributes c ln(c / width) to sum P ln Q.
     Prefix sums make each candidate O(nq); a level whose bounds did not move since the
-    previous candidate reuses its term (most logarithms are saved that way).
+    previous candidate reuses its term. Candidates are split into chunks run in parallel.
     Returns an array d of length stop + 1 with d[i] the divergence (inf where undefined).
     """
-    nbins = counts.size
-    csum = np.zeros(nbins + 1, np.float64)  # prefix sums: counts, non-empty bins, h ln h
-    cnz = np.zeros(nbins + 1, np.int64)
-    clogc = np.zeros(nbins + 1, np.float64)
-    for j in range(nbins):
-        h = np.float64(counts[j])
-        csum[j + 1] = csum[j] + h
-        cnz[j + 1] = cnz[j] + (1 if counts[j] > 0 else 0)
-        clogc[j + 1] = clogc[j] + (h * np.log(h) if h > 0 else 0.0)
-    logn = np.zeros(nbins + 1, np.float64)  # ln(width) for every possible level width
-    for w in range(1, nbins + 1):
-        logn[w] = np.log(np.float64(w))
-    total = csum[nbins]
+    csum, cnz, clogc, logn = _prefix_sums(counts)
+    total = csum[counts.size]
     d = np.full(stop + 1, np.inf)
-    if total <= 0:
+    if total <= 0 or stop < start:
         return d
-    prev_lo = np.full(nq, -1, np.int64)
-    prev_hi = np.full(nq, -1, np.int64)
-    term = np.zeros(nq, np.float64)  # c ln(c / width) of each level, reused while unchanged
-    for i in range(start, stop + 1):
-        outliers = total - csum[i]
-        h_last = np.float64(counts[i - 1])
-        p_last = h_last + outliers
-        # sum over P > 0 of P ln P: bins below i-1 unchanged, the last kept bin holds outliers
-        a = clogc[i - 1] + (p_last * np.log(p_last) if p_last > 0 else 0.0)
-        # level bounds without a division per level: proportional bounds are ceil(k*i/nq),
-        # tracked as quotient + remainder (k*i = quo*nq + rem)
-        step_q = i // nq
-        step_r = i % nq
-        quo = 0
-        rem = 0
-        lo = 0
-        b = 0.0
-        q_last = 0.0
-        for k in range(nq):
-            if k == nq - 1:
-                hi = i
-            elif grouping == 1:
-                hi = (k + 1) * step_q
-            else:
-                quo += step_q
-                rem += step_r
-                if rem >= nq:
-                    rem -= nq
-                    quo += 1
-                hi = quo + (1 if rem > 0 else 0)
-            if lo != prev_lo[k] or hi != prev_hi[k]:
-                prev_lo[k] = lo
-                prev_hi[k] = hi
-                c = csum[hi] - csum[lo]
-                width = (cnz[hi] - cnz[lo]) if spread_nonzero else (hi - lo)
-                term[k] = c * (np.log(c) - logn[width]) if c > 0 else 0.0
-            b += term[k]
-            if k == nq - 1 and hi > lo:
-                c = csum[hi] - csum[lo]
-                width = (cnz[hi] - cnz[lo]) if spread_nonzero else (hi - lo)
-                q_last = c / width if c > 0 else 0.0
-            lo = hi
-        if outliers > 0:
-            if q_last <= 0 or (h_last <= 0 and spread_nonzero):
-                continue  # Q = 0 < P in the last kept bin: infinite divergence
-            b += outliers * np.log(q_last)
-        qn = total if normalize_total else csum[i]
-        d[i] = (a - b) / total + np.log(qn / total)
+    nchunks = 8  # fixed (not the thread count): keeps the function cacheable on disk
+    span = (stop + 1 - start + nchunks - 1) // nchunks
+    for chunk in numba.prange(nchunks):
+        first = start + chunk * span
+        last = min(first + span, stop + 1)
+        prev_lo = np.full(nq, -1, np.int64)
+        prev_hi = np.full(nq, -1, np.int64)
+        term = np.zeros(nq, np.float64)  # c ln(c / width) of each level, reused while unchanged
+        for i in range(first, last):
+            outliers = total - csum[i]
+            h_last = np.float64(counts[i - 1])
+            p_last = h_last + outliers
+            # sum over P > 0 of P ln P: bins below i-1 unchanged, the last kept bin has outliers
+            a = clogc[i - 1] + (p_last * np.log(p_last) if p_last > 0 else 0.0)
+            # proportional bounds ceil(k*i/nq), tracked as quotient + remainder of k*i / nq
+            # (no division per level)
+            step_q = i // nq
+            step_r = i % nq
+            quo = 0
+            rem = 0
+            lo = 0
+            b = 0.0
+            q_last = 0.0
+            for k in range(nq):
+                if k == nq - 1:
+                    hi = i
+                elif grouping == 1:
+                    hi = (k + 1) * step_q
+                else:
+                    quo += step_q
+                    rem += step_r
+                    if rem >= nq:
+                        rem -= nq
+                        quo += 1
+                    hi = quo + (1 if rem > 0 else 0)
+                if lo != prev_lo[k] or hi != prev_hi[k]:
+                    prev_lo[k] = lo
+                    prev_hi[k] = hi
+                    c = csum[hi] - csum[lo]
+                    width = (cnz[hi] - cnz[lo]) if spread_nonzero else (hi - lo)
+                    term[k] = c * (np.log(c) - logn[width]) if c > 0 else 0.0
+                b += term[k]
+                if k == nq - 1 and hi > lo:
+                    c = csum[hi] - csum[lo]
+                    width = (cnz[hi] - cnz[lo]) if spread_nonzero else (hi - lo)
+                    q_last = c / width if c > 0 else 0.0
+                lo = hi
+            if outliers > 0:
+                if q_last <= 0 or (h_last <= 0 and spread_nonzero):
+                    continue  # Q = 0 < P in the last kept bin: infinite divergence
+                b += outliers * np.log(q_last)
+            qn = total if normalize_total else csum[i]
+            d[i] = (a - b) / total + np.log(qn / total)
     return d
 
 
