@@ -858,11 +858,14 @@ def _cmd_trt_build(args) -> int:
     import_tensorrt()  # first, so that a missing TensorRT is the one error reported
     shapes = _trt_shapes(args.shape)
     cache = read_cache(args.cache)
-    if args.dynamic_ranges:
-        engine = build_engine(args.model, dynamic_ranges=cache, shapes=shapes, fp16=args.fp16)
-    else:
-        calibrator = make_calibrator(args.algorithm or algorithm_of(cache), cache=cache)
-        engine = build_engine(args.model, calibrator=calibrator, shapes=shapes, fp16=args.fp16)
+    try:
+        if args.dynamic_ranges:
+            engine = build_engine(args.model, dynamic_ranges=cache, shapes=shapes, fp16=args.fp16)
+        else:
+            calibrator = make_calibrator(args.algorithm or algorithm_of(cache), cache=cache)
+            engine = build_engine(args.model, calibrator=calibrator, shapes=shapes, fp16=args.fp16)
+    except (ValueError, TypeError) as err:  # bad --algorithm, shapes or model: one line
+        raise CalibkitError(str(err)) from err
     write_atomic(args.output, engine)
     print(
         f"wrote {args.output} ({len(engine)} bytes, {len(cache.scales)} scales from {args.cache})"
@@ -875,17 +878,20 @@ def _cmd_trt_crosscheck(args) -> int:
     from .trt import crosscheck, import_tensorrt
 
     import_tensorrt()
-    result = crosscheck(
-        args.model,
-        args.data,
-        algorithm=args.algorithm,
-        batch_size=args.batch_size,
-        max_samples=args.max_samples,
-        preprocess=args.preprocess,
-        device=args.device,
-        trt_cache=args.trt_cache,
-        calibkit_cache=args.calibkit_cache,
-    )
+    try:
+        result = crosscheck(
+            args.model,
+            args.data,
+            algorithm=args.algorithm,
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            preprocess=args.preprocess,
+            device=args.device,
+            trt_cache=args.trt_cache,
+            calibkit_cache=args.calibkit_cache,
+        )
+    except (ValueError, TypeError) as err:  # data that does not fit the model, bad algorithm
+        raise CalibkitError(str(err)) from err
     print(
         f"a = TensorRT {sys.modules['tensorrt'].__version__} ({args.trt_cache}), "
         f"b = calibkit ({args.calibkit_cache}); {result.num_batches} identical batches"

@@ -28,6 +28,7 @@ import importlib
 import logging
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -113,11 +114,11 @@ def algorithm_of(cache: Any) -> str:
 def trt_version(trt: ModuleType) -> tuple[int, int, int]:
     """Return ``(major, minor, patch)`` of an imported ``tensorrt`` module (its ``__version__``)."""
     text = str(getattr(trt, "__version__", ""))
-    parts = text.split(".")
-    if len(parts) < 2 or not all(p.isdigit() for p in parts[:3]):
+    match = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", text)  # "10.16.0.72", "10.0.0b6", "8.6"
+    if match is None:
         msg = f"cannot read the TensorRT version from tensorrt.__version__ = {text!r}"
         raise CalibkitError(msg)
-    major, minor, patch = [*(int(p) for p in parts[:3]), 0][:3]
+    major, minor, patch = (int(g or 0) for g in match.groups())
     return major, minor, patch
 
 

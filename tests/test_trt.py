@@ -618,3 +618,31 @@ def test_serving_keeps_every_scale_and_only_rewrites_the_header(amax, running, w
     assert served.version == tuple(int(p) for p in running.split(".")[:3])
     changed = (cache.version, cache.algorithm) != (served.version, served.algorithm)
     assert len(caught) == changed
+
+
+@pytest.mark.parametrize(
+    ("version", "expected"),
+    [("10.16.0.72", (10, 16, 0)), ("10.0.0b6", (10, 0, 0)), ("8.6", (8, 6, 0))],
+)
+def test_trt_version_reads_release_and_beta_strings(standin, version, expected):
+    from calibkit.trt import trt_version
+
+    standin.trt.__version__ = version
+    assert trt_version(standin.trt) == expected
+
+
+def test_cli_bad_algorithm_and_bad_data_are_one_line(standin, model, tmp_path, rng, capsys):
+    cache = tmp_path / "m.cache"
+    amax = {"image": 1.0}
+    write_cache(
+        cache,
+        CalibrationCache.from_amax(amax, trt_version="10.16", algorithm="EntropyCalibration2"),
+    )
+    argv = ["trt", "build", str(model), "--cache", str(cache), "-o", str(tmp_path / "e")]
+    assert main([*argv, "--algorithm", "kl"]) == 1
+    assert capsys.readouterr().err.startswith("calibkit trt: error: unknown algorithm 'kl'")
+    np.savez(tmp_path / "d.npz", image=np.zeros((4, 3), np.float64), mask=np.zeros((4, 3)))
+    assert main(["trt", "crosscheck", str(model), "--data", str(tmp_path / "d.npz")]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1
+    assert "float" in err
