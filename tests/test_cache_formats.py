@@ -221,3 +221,30 @@ def test_unknown_format_is_a_value_error(tmp_path):
         read_scales(BUNDLED / "trt8204_entropy2_tiny_trtcookbook.cache", "xml")
     with pytest.raises(ValueError, match="cannot write format 'ort-json'"):
         to_format_bytes(read_cache(YOLO), "ort-json")
+
+
+def test_every_real_scale_survives_the_dynamic_range_path(shared_testdata):
+    # What docs/cache.md claims: fl32(fl32(fl32(127 s)) / 127) == s for every real finite scale.
+    scales = [
+        s
+        for path in sorted((shared_testdata / "trt_caches").glob("*.cache"))
+        for s in read_cache(path).scales.values()
+        if np.isfinite(s)
+    ]
+    assert len(scales) == 14577
+    assert all(scale_from_amax(range_for_scale(s)) == s for s in scales)
+
+
+def test_scales_no_range_reaches(rng):
+    # About 0.8 % of arbitrary float32 scales are not fl32(a / 127) for any float32 a: neither
+    # fl32(127 s) nor its neighbours map back to them.
+    scales = rng.integers(0x30000000, 0x45000000, 20000).astype(np.uint32).view(np.float32)
+    missed = [s for s in scales if scale_from_amax(range_for_scale(s)) != s]
+    assert 0.005 < len(missed) / len(scales) < 0.011
+    for s in missed[:50]:
+        r = range_for_scale(s)
+        for direction in (np.float32(np.inf), np.float32(0)):
+            near = r
+            for _ in range(3):
+                near = np.nextafter(near, direction)
+                assert scale_from_amax(near) != s
