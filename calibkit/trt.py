@@ -415,6 +415,9 @@ def make_calibrator(
         if not algo.native:
             msg = f"TensorRT has no {algo.spec!r} calibrator to record; use entropy2 or minmax"
             raise ValueError(msg)
+        if cache is not None and not isinstance(cache, (str, os.PathLike)):
+            msg = f"when recording, cache= is the path to write TensorRT's cache to, got {cache!r}"
+            raise TypeError(msg)
         served, buffers = None, _DeviceBuffers(_open_device(device))
     base = getattr(trt, algo.base)
 
@@ -463,8 +466,9 @@ def make_calibrator(
                     raise NotCollectedError(msg)
                 logger.info("fed TensorRT %d calibration batches", self.n_batches_)
                 return None
+            pointers = buffers.put(batch, list(names), self.n_batches_)  # batch 0 is the first
             self.n_batches_ += 1
-            return buffers.put(batch, list(names), self.n_batches_)
+            return pointers
 
         @_contained(None)
         def read_calibration_cache(self) -> bytes | None:

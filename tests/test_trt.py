@@ -146,6 +146,8 @@ def test_unknown_algorithm_and_non_tensorrt_recording(standin, rng):
         make_calibrator("percentile:99.99", data=_batches(rng))
     with pytest.raises(ValueError, match=r"needs cache= .* or data="):
         make_calibrator("entropy2")
+    with pytest.raises(TypeError, match="cache= is the path to write"):
+        make_calibrator("entropy2", data=_batches(rng), cache=b"TRT-101600-EntropyCalibration2\n")
 
 
 # -- serving -------------------------------------------------------------------------------------
