@@ -1,0 +1,230 @@
+"""End to end on real models: the bundled Fashion-MNIST CNN, EfficientNet-Lite0 and MiniLM.
+
+The real models come from benchmarks/models.py (exported once into $CALIBKIT_MODEL_CACHE by
+``bash benchmarks/prepare_models.sh``; exported on first use if torch is installed). Every check
+against calibkit's output uses values computed here independently: onnxruntime is run directly
+with the tensors exposed, and the maxima are taken with NumPy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+
+from calibkit.cache import read_cache
+from calibkit.calibrate import calibrate_onnx
+from calibkit.cli import main
+from calibkit.onnx_source import OnnxActivationSource
+from calibkit.scale import scale_from_amax
+from calibkit.stats import load_stats
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLE = ROOT / "examples" / "fashion_mnist"
+TRT_VERSION = "10.16"
+ALGORITHMS = {"entropy2": "EntropyCalibration2", "minmax": "MinMaxCalibration"}
+
+
+def _load_models():
+    """benchmarks/models.py, loaded by path (benchmarks/ is not an installed package)."""
+    spec = importlib.util.spec_from_file_location(
+        "calibkit_benchmark_models", ROOT / "benchmarks" / "models.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+models = _load_models()
+
+
+# --- independent helpers ----------------------------------------------------------------------
+
+
+def float_tensors(path: Path) -> list[str]:
+    """Graph inputs and node outputs that ONNX shape inference types as float32."""
+    model = onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+    graph = model.graph
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*graph.input, *graph.value_info, *graph.output)
+    }
+    names = [v.name for v in graph.input] + [o for node in graph.node for o in node.output]
+    return [n for n in names if types.get(n) == onnx.TensorProto.FLOAT]
+
+
+def run_exposed(path: Path, names: list[str], batches: Iterable[Mapping[str, np.ndarray]]):
+    """Yield ``{name: value}`` per batch, from onnxruntime with `names` as extra graph outputs."""
+    model = onnx.load(str(path))
+    inputs = {v.name for v in model.graph.input}
+    present = {o.name for o in model.graph.output}
+    for name in names:
+        if name not in present and name not in inputs:
+            model.graph.output.append(
+                onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+            )
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    session = ort.InferenceSession(
+        model.SerializeToString(), options, providers=["CPUExecutionProvider"]
+    )
+    fetch = [n for n in names if n not in inputs]
+    for batch in batches:
+        values = dict(zip(fetch, session.run(fetch, dict(batch)), strict=True))
+        values.update({n: batch[n] for n in names if n in inputs})
+        yield values
+
+
+def max_abs(path: Path, names: list[str], batches) -> dict[str, float]:
+    """Exact max |x| of every tensor over all batches, computed here with NumPy."""
+    out = dict.fromkeys(names, 0.0)
+    for values in run_exposed(path, names, batches):
+        for name, x in values.items():
+            out[name] = max(out[name], float(np.max(np.abs(x))))
+    return out
+
+
+def check_names(cache, path: Path, algorithm: str) -> None:
+    """Cache names are ONNX tensor names, exactly the tensors the activation source exposes."""
+    names = list(cache.scales)
+    model = onnx.load(str(path))
+    onnx_names = {v.name for v in model.graph.input}
+    onnx_names |= {o for node in model.graph.node for o in node.output}
+    assert set(names) <= onnx_names, sorted(set(names) - onnx_names)
+    assert names == OnnxActivationSource(path).tensor_names
+    assert cache.algorithm == ALGORITHMS[algorithm]
+    assert cache.version == (10, 16, 0)
+
+
+def check_scales(cache, path: Path, batches, algorithm: str) -> None:
+    """Scale 0 only for a tensor that is all zeros on this data; otherwise finite and > 0."""
+    names = list(cache.scales)
+    seen = max_abs(path, names, batches)
+    bad = {
+        name: (float(scale), seen[name])
+        for name, scale in cache.scales.items()
+        if not (math.isfinite(scale) and (scale > 0 or (scale == 0 and seen[name] == 0)))
+    }
+    assert not bad, bad
+    if algorithm == "minmax":  # the cache holds exactly fl32(max |x| / 127)
+        expected = {n: scale_from_amax(seen[n]) for n in names}
+        np.testing.assert_allclose(
+            [cache.scales[n] for n in names], [expected[n] for n in names], rtol=1e-6
+        )
+
+
+# --- the bundled example ----------------------------------------------------------------------
+
+
+def test_readme_command_calibrates_the_bundled_example(tmp_path, capsys):
+    out = tmp_path / "fashion.cache"
+    model, calib = EXAMPLE / "model.onnx", EXAMPLE / "calib.npz"
+    argv = ["calibrate", str(model), "--data", str(calib), "--algorithm", "entropy2"]
+    assert main([*argv, "--trt-version", TRT_VERSION, "-o", str(out), "--no-progress"]) == 0
+    assert str(out) in capsys.readouterr().out
+    cache = read_cache(out)
+    # every float tensor of the example is data: the input and all 18 node outputs
+    assert list(cache.scales) == float_tensors(model)
+    assert len(cache.scales) == 19
+    with np.load(calib) as data:
+        batches = [{"image": data["image"][i : i + 100]} for i in range(0, 500, 100)]
+    check_names(cache, model, "entropy2")
+    check_scales(cache, model, batches, "entropy2")
+    stats = load_stats(tmp_path / "fashion.stats.npz")  # saved next to the cache by default
+    assert list(stats.histograms) == list(cache.scales)
+
+
+# --- real models ------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def efficientnet() -> tuple[Path, list[dict[str, np.ndarray]]]:
+    """EfficientNet-Lite0 and 16 real photo crops in batches of 4 (CI-sized)."""
+    path = models.efficientnet_lite0_onnx()
+    x = models.efficientnet_inputs("calib", 16, seed=0)
+    return path, [{"image": x[i : i + 4]} for i in range(0, len(x), 4)]
+
+
+@pytest.fixture(scope="module")
+def minilm() -> tuple[Path, list[dict[str, np.ndarray]]]:
+    """all-MiniLM-L6-v2 and 16 real sentences (padded to the longest) in batches of 4."""
+    path = models.minilm_onnx()
+    tokens = models.minilm_inputs("calib", 16, seed=0)
+    return path, [{k: v[i : i + 4] for k, v in tokens.items()} for i in range(0, 16, 4)]
+
+
+@pytest.fixture(scope="module")
+def results() -> dict:
+    """(model, algorithm) -> CalibrationResult, so each calibration runs once per module."""
+    return {}
+
+
+def calibrated(request, model: str, algorithm: str):
+    """Calibrate `model` (a fixture name) once per algorithm; return (path, batches, result)."""
+    path, batches = request.getfixturevalue(model)
+    done = request.getfixturevalue("results")
+    if (model, algorithm) not in done:
+        done[model, algorithm] = calibrate_onnx(
+            path, batches, algorithm=algorithm, trt_version=TRT_VERSION
+        )
+    return path, batches, done[model, algorithm]
+
+
+CASES = [(model, algorithm) for model in ("efficientnet", "minilm") for algorithm in ALGORITHMS]
+# HF BERT masks padding with float32's lowest value, so the attention-score tensors reach
+# |x| = 3.4028e38; entropy2's amax, (i + 0.5) bins of that range, then exceeds float32 and the
+# cache scale becomes inf. Reported to the lead (core selectors/scale); strict, so a fix shows.
+MINILM_ENTROPY_OVERFLOW = pytest.mark.xfail(
+    strict=True,
+    raises=AssertionError,
+    reason="entropy2 amax above float32 max on the -3.4e38 attention mask gives scale inf",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("model", "algorithm"), CASES)
+def test_cache_names_are_the_onnx_tensors(request, model, algorithm):
+    path, _, result = calibrated(request, model, algorithm)
+    check_names(result.cache, path, algorithm)
+    assert list(result.histograms) == list(result.cache.scales)
+    if model == "efficientnet":
+        # every float tensor of this CNN (input, Conv, Clip, Add, ReduceMean, Gemm) is data
+        assert list(result.cache.scales) == float_tensors(path)
+        assert len(result.cache.scales) == 95
+    else:
+        assert not set(models.MINILM_INPUTS) & set(result.cache.scales)  # int64 inputs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("model", "algorithm"),
+    [
+        pytest.param(*case, marks=MINILM_ENTROPY_OVERFLOW)
+        if case == ("minilm", "entropy2")
+        else case
+        for case in CASES
+    ],
+)
+def test_scales_are_finite_and_positive_unless_all_zero(request, model, algorithm):
+    path, batches, result = calibrated(request, model, algorithm)
+    check_scales(result.cache, path, batches, algorithm)
+
+
+@pytest.mark.slow
+def test_minilm_leaves_out_only_tensors_that_ignore_the_input_values(minilm):
+    """A float tensor missing from the cache must not depend on the data: two batches of the
+    same shape but different sentences (and padding) must give it the same value."""
+    path, batches = minilm
+    calibrated = set(OnnxActivationSource(path).tensor_names)
+    left_out = [n for n in float_tensors(path) if n not in calibrated]
+    assert len(left_out) < 5  # position embeddings and the like, not whole layers
+    first, second = run_exposed(path, left_out, batches[:2])
+    assert not np.array_equal(batches[0]["attention_mask"], batches[1]["attention_mask"])
+    for name in left_out:
+        np.testing.assert_array_equal(first[name], second[name], err_msg=name)
