@@ -11,11 +11,10 @@ The stand-in ``tensorrt`` of tests/trt_standin/ is refused explicitly: it carrie
 
 What is asserted: a tiny ONNX network (Conv -> Relu -> Conv -> Add) is calibrated by TensorRT's
 ``IInt8EntropyCalibrator2`` and ``IInt8MinMaxCalibrator`` on seeded data, and calibkit's cache
-for the same batches equals TensorRT's for every tensor calibkit writes. Those tensors are the
-ones TRT_CALIBRATION.md §0 and the fidelity evidence say calibkit reproduces: histogram-derived
-entropy scales (candidate A, bit-exact on every TensorRT triple) and MinMax's exact max. The
-network has no pooling or Concat, so no scale sharing is involved; both calibrators calibrate
-before layer fusion, so every ONNX tensor has a line in TensorRT's cache.
+for the same batches equals TensorRT's for every activation (``REPRODUCED``): the tensors
+docs/fidelity.md says calibkit reproduces (histogram-derived entropy scales, bit-exact on every
+TensorRT triple; MinMax's exact max). The network has no pooling or Concat, so no scale sharing
+is involved; both calibrators calibrate before layer fusion, so every activation has a line.
 """
 
 from __future__ import annotations
@@ -30,6 +29,11 @@ from calibkit.trt import build_engine, crosscheck, make_calibrator, trt_version
 pytestmark = pytest.mark.gpu
 
 _ALGORITHMS = ["entropy2", "minmax"]
+# The activations of the tiny network: what docs/fidelity.md says calibkit reproduces bit for bit
+# (EntropyCalibration2 lines derived from a histogram: every TensorRT triple; MinMax: the exact
+# max, TRT_CALIBRATION.md §0.4). Weight constants TensorRT may also list are reported, not
+# asserted: no triple covers them.
+REPRODUCED = ("x", "conv1", "relu1", "conv2", "y")
 
 
 def require_real_tensorrt():
@@ -109,11 +113,18 @@ def test_calibkit_cache_equals_tensorrts(real_trt, tiny_model, tmp_path, algorit
         calibkit_cache=tmp_path / "calibkit.cache",
     )
     assert result.trt_cache.version == trt_version(real_trt)
-    assert not result.diff.only_b, "tensors calibkit wrote that TensorRT's cache lacks"
-    assert {"x", "conv1", "relu1", "conv2", "y"} <= set(result.trt_cache.scales)
-    unequal = [(r.name, r.scale_a, r.scale_b, r.ulps, r.bins) for r in result.diff.exceeding(0)]
+    rows = {row.name: row for row in result.diff.rows}
+    missing = [name for name in REPRODUCED if name not in rows]
+    assert not missing, f"activations missing from one of the caches: {missing}"
+    unequal = [
+        (name, rows[name].scale_a, rows[name].scale_b, rows[name].ulps, rows[name].bins)
+        for name in REPRODUCED
+        if rows[name].ulps
+    ]
+    others = [(r.name, r.scale_a, r.scale_b) for r in result.diff.rows if r.name not in REPRODUCED]
     assert not unequal, (
-        f"scales that differ from TensorRT's (name, trt, calibkit, ulps, bins): {unequal}"
+        f"scales that differ from TensorRT's (name, trt, calibkit, ulps, bins): {unequal}; "
+        f"other common tensors, not asserted: {others}; only TensorRT: {result.diff.only_a}"
     )
 
 
