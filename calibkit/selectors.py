@@ -29,6 +29,7 @@ __all__ = [
     "make_selector",
 ]
 
+_OFFSETS = {"center": 0.5, "edge": 0.0, "last-center": -0.5}
 _GROUPINGS = {
     "proportional": _impl.GROUP_PROPORTIONAL,
     "floor": _impl.GROUP_FLOOR,
@@ -94,8 +95,9 @@ class EntropySelector:
         Bin 0 as is, emptied, or replaced by bin 1 (pytorch-quantization).
     ties : {"first", "last"}
         Which of equal minima wins.
-    threshold : {"center", "edge"}
-        amax = (i + 0.5) * width (TensorRT) or i * width (pytorch-quantization).
+    threshold : {"center", "edge", "last-center"}
+        amax = (i + 0.5) * width (TensorRT), i * width (pytorch-quantization), or
+        (i - 0.5) * width, the centre of the last kept bin (candidate B's reading).
     precision : {"float64", "float32"}
         Arithmetic of the normalised distributions and the KL sum.
     """
@@ -130,7 +132,7 @@ class EntropySelector:
         _choice("normalization", self.normalization, {"total", "separate"})
         _choice("first_bin", self.first_bin, {"keep", "zero", "copy-next"})
         _choice("ties", self.ties, {"first", "last"})
-        _choice("threshold", self.threshold, {"center", "edge"})
+        _choice("threshold", self.threshold, set(_OFFSETS))
         _choice("precision", self.precision, {"float64", "float32"})
         if not (math.isfinite(self.smoothing) and 0 <= self.smoothing < 1):
             msg = f"smoothing must be in [0, 1), got {self.smoothing!r}"
@@ -192,13 +194,12 @@ class EntropySelector:
         i = _pick(self.divergences(hist), self.ties)
         if i < 0:  # nothing left to compare (e.g. everything in an emptied bin 0): keep all
             i = hist.num_bins
-        offset = 0.5 if self.threshold == "center" else 0.0
-        return (i + offset) * hist.upper / hist.num_bins
+        return (i + _OFFSETS[self.threshold]) * hist.upper / hist.num_bins
 
 
 ENTROPY_PRESETS: dict[str, dict] = {
     "trt": {},
-    "candidate-b": {"grouping": "fractional"},
+    "candidate-b": {"grouping": "fractional", "threshold": "last-center"},
     "pytorch": {
         "normalization": "separate",
         "first_bin": "copy-next",
@@ -213,8 +214,10 @@ ENTROPY_PRESETS: dict[str, dict] = {
     },
 }
 """Named variants: ``trt`` is TensorRT (candidate A); ``candidate-b`` its fractional-overlap
-rival; ``pytorch`` the KL of NVIDIA pytorch-quantization / ModelOpt; ``mxnet`` the KL of MXNet,
-ONNX Runtime and TVM applied to a |x| histogram (their signed collection is not reproduced)."""
+rival (exact only where no value equals the range: candidate B gives such values a bin of
+their own, which calibkit's histogram does not keep); ``pytorch`` the KL of NVIDIA
+pytorch-quantization / ModelOpt; ``mxnet`` the KL of MXNet, ONNX Runtime and TVM applied to a
+|x| histogram (their signed collection is not reproduced)."""
 
 
 @dataclass(frozen=True)

@@ -9,9 +9,8 @@ string), ``format`` and ``calibkit_version``.
 
 from __future__ import annotations
 
+import io
 import json
-import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
+from .cache import write_atomic
 from .errors import CalibkitError
 from .histogram import Histogram
 
@@ -71,14 +71,9 @@ def save_stats(path, histograms: Mapping[str, Histogram], *, settings: dict | No
         "num_inf": np.array([h.num_inf for h in hists], np.int64),
         "num_nan": np.array([h.num_nan for h in hists], np.int64),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, **arrays)
+    write_atomic(path, buffer.getvalue())
     return path
 
 

@@ -105,6 +105,7 @@ def test_single_batch_is_never_clipped(impl, rng):
 # study in TRT_CALIBRATION.md §1.6 ("Named variants"); only candidate A (and B) give 1219.
 VARIANTS = [
     pytest.param({}, 1219, id="candidate-A"),
+    pytest.param({"grouping": "fractional", "threshold": "last-center"}, 1219, id="candidate-B"),
     pytest.param({"normalization": "separate"}, 286, id="separate-norm"),
     pytest.param({"spread": "all"}, 1137, id="spread-all"),
     pytest.param({"num_quant_bins": 127, "start_bin": 128}, 1210, id="127-levels"),
