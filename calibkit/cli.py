@@ -78,7 +78,8 @@ def _cmd_calibrate(args) -> int:
     from pathlib import Path
 
     from .activations import iter_recorded_batches
-    from .cache import CalibrationCache, write_cache
+    from .cache import write_cache
+    from .calibrate import cache_from_amax
     from .collect import HistogramCollector
     from .selectors import compute_amax, make_selector
     from .stats import save_stats
@@ -90,25 +91,18 @@ def _cmd_calibrate(args) -> int:
         kinds = ", ".join(sorted({".npz", *_CALIBRATE_HANDLERS}))
         msg = f"{args.source}: unsupported source; expected one of {kinds}"
         raise CalibkitError(msg)
-    try:
+    try:  # bad arguments or data become one error line
         selector = make_selector(args.algorithm)
-    except ValueError as err:
+        cache_from_amax({}, selector, args.trt_version)  # check the header before the work
+        collector = HistogramCollector(args.num_bins, nan_policy=args.nan)
+        for batch in iter_recorded_batches(args.source):
+            collector.update(batch)
+        amax = compute_amax(collector.histograms_, selector)
+        cache = cache_from_amax(amax, selector, args.trt_version)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, CalibkitError):
+            raise
         raise CalibkitError(str(err)) from err
-    collector = HistogramCollector(args.num_bins, nan_policy=args.nan)
-    for batch in iter_recorded_batches(args.source):
-        collector.update(batch)
-    amax = compute_amax(collector.histograms_, selector)
-    legacy = (
-        {"quantile": selector.quantile, "regression_cutoff": selector.regression_cutoff}
-        if selector.trt_algorithm == "LegacyCalibration"
-        else {}
-    )
-    cache = CalibrationCache.from_amax(
-        amax,
-        trt_version=None if legacy else args.trt_version,
-        algorithm=selector.trt_algorithm,
-        **legacy,
-    )
     write_cache(args.output, cache)
     if args.save_histograms:
         settings = {
