@@ -8,6 +8,8 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from .cache import CalibrationCache, parse_trt_version, read_cache, write_cache
+from .calibrate import calibrate_onnx, select_from_stats
 from .collect import HistogramCollector, MaxCollector
 from .errors import (
     CacheFormatError,
@@ -33,6 +35,7 @@ from .stats import Stats, load_stats, save_stats
 __all__ = [
     "CacheFormatError",
     "CalibkitError",
+    "CalibrationCache",
     "EntropySelector",
     "Histogram",
     "HistogramCollector",
@@ -48,9 +51,14 @@ __all__ = [
     "Stats",
     "__version__",
     "amax_from_scale",
+    "calibrate_onnx",
     "compute_amax",
     "load_stats",
     "make_selector",
+    "parse_trt_version",
+    "read_cache",
     "save_stats",
     "scale_from_amax",
+    "select_from_stats",
+    "write_cache",
 ]

@@ -1,0 +1,43 @@
+"""The package surface: a light import, the console script, and the public names."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+import calibkit as ck
+from calibkit.cli import main
+
+HEAVY = ("onnx", "onnxruntime", "matplotlib", "tensorrt", "pycuda", "tqdm", "PIL", "flatbuffers")
+
+
+def test_import_is_light():
+    code = f"import sys, calibkit; print([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_names_exist():
+    for name in ck.__all__:
+        assert hasattr(ck, name), name
+
+
+def test_version_and_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert ck.__version__ in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    for command in ("calibrate", "select", "cache", "qdq", "trt"):
+        assert command in out
+
+
+def test_python_dash_m():
+    out = subprocess.run(
+        [sys.executable, "-m", "calibkit", "--version"], capture_output=True, text=True, check=True
+    )
+    assert out.stdout.startswith("calibkit ")
