@@ -506,3 +506,78 @@ def test_cli_qdq_from_saved_histograms(tmp_path, rng, capsys):
     meta = {p.key: p.value for p in qdq.metadata_props}
     assert meta["calibkit_algorithm"] == "MinMaxCalibration"
     assert meta["calibkit_source_header"].endswith("minmax")
+
+
+# -- real models (benchmarks/models.py): calibrated Q/DQ vs deliberately mis-scaled ---------------
+ENTROPY2_BIN0 = (
+    "entropy2 (candidate A, bin 0 kept) picks amax = 0.376 (i = 128) on ReLU6 outputs that are "
+    "70 % zeros, clipping them 16-fold; with bin 0 emptied it picks 6.0 (docs/qdq.md)"
+)
+
+
+@pytest.fixture(scope="module")
+def agreement(request):
+    mp = pytest.MonkeyPatch()
+    mp.syspath_prepend(str(request.config.rootpath))
+    from benchmarks import qdq_agreement
+
+    yield qdq_agreement
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def efficientnet(agreement):
+    from benchmarks import models
+
+    path = models.efficientnet_lite0_onnx()
+    calib = models.efficientnet_inputs("calib", 16, seed=0)
+    hists = agreement.collect_histograms(path, [{"image": calib[:8]}, {"image": calib[8:]}])
+    feeds = [{"image": models.efficientnet_inputs("eval", 16, seed=1)}]
+    return path, hists, feeds, agreement.run_batches(agreement.session(path), feeds)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "algorithm",
+    [
+        "minmax",
+        "entropy2:first_bin=zero",
+        pytest.param("entropy2", marks=pytest.mark.xfail(strict=True, reason=ENTROPY2_BIN0)),
+    ],
+)
+def test_efficientnet_calibrated_qdq_beats_misscaled(agreement, efficientnet, algorithm):
+    path, hists, feeds, ref = efficientnet
+    qdq_models, _ = agreement.variants(path, hists, algorithm)
+    score = {
+        name.removeprefix(algorithm).strip(", ") or "calibrated": agreement.logit_agreement(
+            ref, agreement.run_batches(agreement.session(model), feeds)
+        )
+        for name, model in qdq_models.items()
+    }
+    good = score["calibrated"]
+    assert good["top1"] >= 0.75
+    assert good["cosine"] >= 0.95
+    for bad in ("scales x16", "scales /16"):
+        assert good["top1"] >= score[bad]["top1"] + 0.3, (bad, score)
+        assert good["cosine"] >= score[bad]["cosine"] + 0.2, (bad, score)
+
+
+@pytest.mark.slow
+def test_minilm_calibrated_qdq_beats_misscaled(agreement):
+    from benchmarks import models
+
+    path = models.minilm_onnx()
+    texts = models.sentences("calib", 32, seed=0)
+    hists = agreement.collect_histograms(
+        path, [models.tokenize(texts[:16]), models.tokenize(texts[16:])]
+    )
+    feeds = [models.tokenize(models.sentences("eval", 16, seed=1))]
+    ref = agreement.run_batches(agreement.session(path), feeds)
+    qdq_models, _ = agreement.variants(path, hists, "entropy2")
+    cosine = {}
+    for name, model in qdq_models.items():
+        got = agreement.run_batches(agreement.session(model), feeds)
+        cosine[name] = float(np.mean(np.sum(ref * got, 1) / np.linalg.norm(got, axis=1)))
+    assert cosine["entropy2"] >= 0.8, cosine
+    assert cosine["entropy2"] >= cosine["entropy2, scales x16"] + 0.2, cosine
+    assert cosine["entropy2"] >= cosine["entropy2, scales /16"] + 0.2, cosine
