@@ -12,6 +12,8 @@ Inputs (deterministic for a seed; calibration and evaluation never share a sourc
 
 - :func:`efficientnet_inputs` -- random resized crops (with flips) of real photos, preprocessed as
   MODELS.md says. ``split="calib"`` and ``split="eval"`` draw from disjoint sets of photos.
+  :func:`efficientnet_batches` streams the same samples; :func:`write_photo_folder` writes the
+  crops as PNG files for ``calibkit calibrate MODEL --data DIR --preprocess efficientnet-lite``.
 - :func:`minilm_inputs` -- sentences of Python's own ``pydoc_data.topics``, tokenised with the
   model's tokenizer; calibration and evaluation sentences come from disjoint topics.
 - :func:`retrieval_pairs` -- 77 (title, first paragraph) pairs of ``pydoc_data.topics``, a small
@@ -23,6 +25,7 @@ matplotlib and transformers (tokenizer only), and Debian photos unpacked by
 ``apt-get download``. Prepare everything (installs are listed in benchmarks/prepare_models.sh)::
 
     python -m benchmarks.models --all          # photos + both exports + checks against torch
+    python -m benchmarks.models --photo-folder photos/ -n 200   # 200 calibration crops as PNG
 
 The cache folder is ``$CALIBKIT_MODEL_CACHE`` or ``~/.cache/calibkit-models``. calibkit itself
 never imports this module or torch.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import itertools
 import os
 import re
 import shutil
@@ -320,14 +324,17 @@ def preprocess_efficientnet(image: np.ndarray) -> np.ndarray:
     """uint8 RGB ``[H, W, 3]`` -> float32 ``[3, 224, 224]`` as MODELS.md says for EfficientNet.
 
     Resize the short side to 256 (bilinear), crop the centre 224 x 224, then ``(x - 127) / 128``.
+    Sizes and offsets follow torchvision's ``Resize(256)`` and ``CenterCrop(224)`` (long side
+    truncated, offsets rounded), as calibkit's ``efficientnet-lite`` image preset does.
     """
     from PIL import Image
 
     pil = Image.fromarray(np.ascontiguousarray(image))
-    scale = 256 / min(pil.size)
-    size = (max(224, round(pil.width * scale)), max(224, round(pil.height * scale)))
-    pil = pil.resize(size, Image.Resampling.BILINEAR)
-    left, top = (size[0] - 224) // 2, (size[1] - 224) // 2
+    w, h = pil.size
+    size = (256, int(256 * h / w)) if w <= h else (int(256 * w / h), 256)
+    if size != pil.size:
+        pil = pil.resize(size, Image.Resampling.BILINEAR)
+    top, left = round((size[1] - 224) / 2.0), round((size[0] - 224) / 2.0)
     x = np.asarray(pil.crop((left, top, left + 224, top + 224)), dtype=np.float32)
     return ((x - np.float32(127)) / np.float32(128)).transpose(2, 0, 1).copy()
 
@@ -336,6 +343,30 @@ def efficientnet_inputs(split: str = "calib", n: int = 64, *, seed: int = 0) -> 
     """Return `n` preprocessed photo crops, float32 ``[n, 3, 224, 224]`` (~0.6 MB each)."""
     crops = random_crops(photos(split), n, seed=seed)
     return np.stack([preprocess_efficientnet(c) for c in crops])
+
+
+def efficientnet_batches(
+    split: str = "calib", n: int = 200, *, batch_size: int = 8, seed: int = 0
+) -> Iterator[dict[str, np.ndarray]]:
+    """Yield the samples of :func:`efficientnet_inputs` as ``{"image": batch}``, made lazily."""
+    crops = random_crops(photos(split), n, seed=seed)
+    while chunk := [preprocess_efficientnet(c) for c in itertools.islice(crops, batch_size)]:
+        yield {"image": np.stack(chunk)}
+
+
+def write_photo_folder(folder: Path, split: str = "calib", n: int = 64, *, seed: int = 0) -> Path:
+    """Write the crops of :func:`efficientnet_inputs` as PNG files (lossless, not preprocessed).
+
+    ``calibkit calibrate MODEL --data FOLDER --preprocess efficientnet-lite`` then sees the same
+    samples as ``efficientnet_inputs(split, n, seed=seed)``, in file-name order.
+    """
+    from PIL import Image
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, crop in enumerate(random_crops(photos(split), n, seed=seed)):
+        Image.fromarray(np.ascontiguousarray(crop)).save(folder / f"{split}_{i:04d}.png")
+    return folder
 
 
 # --- text -------------------------------------------------------------------------------------
@@ -476,6 +507,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--minilm", action="store_true", help="export all-MiniLM-L6-v2")
     parser.add_argument("--check", action="store_true", help="compare the exports with torch")
     parser.add_argument("--force", action="store_true", help="export again even if cached")
+    parser.add_argument("--photo-folder", type=Path, help="write photo crops as PNG files here")
+    parser.add_argument("--split", choices=("calib", "eval"), default="calib")
+    parser.add_argument("-n", type=int, default=64, help="crops for --photo-folder (64)")
+    parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
     if args.all:
         args.photos = args.efficientnet = args.minilm = args.check = True
@@ -497,6 +532,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{path.name}: {size:.1f} MB ({time.perf_counter() - start:.1f} s)")
         if args.check:
             print(f"  check: {check(path)}")
+    if args.photo_folder:
+        folder = write_photo_folder(args.photo_folder, args.split, args.n, seed=args.seed)
+        print(f"{args.n} {args.split} crops (seed {args.seed}) in {folder}")
     return 0
 
 

@@ -21,6 +21,7 @@ import pytest
 from calibkit.cache import read_cache
 from calibkit.calibrate import calibrate_onnx
 from calibkit.cli import main
+from calibkit.data import open_data
 from calibkit.onnx_source import OnnxActivationSource
 from calibkit.scale import scale_from_amax
 from calibkit.stats import load_stats
@@ -228,3 +229,27 @@ def test_minilm_leaves_out_only_tensors_that_ignore_the_input_values(minilm):
     assert not np.array_equal(batches[0]["attention_mask"], batches[1]["attention_mask"])
     for name in left_out:
         np.testing.assert_array_equal(first[name], second[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_a_folder_of_real_photos_calibrates_through_the_cli(tmp_path, capsys, efficientnet):
+    """The issue's done-when: ``calibkit calibrate`` on EfficientNet-Lite0 with a folder of
+    photos; the folder pipeline must see exactly the samples MODELS.md's preprocessing gives."""
+    path, _ = efficientnet
+    folder = models.write_photo_folder(tmp_path / "photos", "eval", 6, seed=1)
+    expected = models.efficientnet_inputs("eval", 6, seed=1)
+    source = OnnxActivationSource(path)
+    data = open_data(folder, source.inputs, preprocess="efficientnet-lite", batch_size=3)
+    np.testing.assert_array_equal(np.concatenate([b["image"] for b in data]), expected)
+
+    out = tmp_path / "efficientnet.cache"
+    argv = ["calibrate", str(path), "--data", str(folder), "--preprocess", "efficientnet-lite"]
+    argv += ["--batch-size", "3", "--trt-version", TRT_VERSION, "-o", str(out), "--no-progress"]
+    assert main(argv) == 0
+    assert str(out) in capsys.readouterr().out
+    cache = read_cache(out)
+    assert list(cache.scales) == float_tensors(path)
+    direct = calibrate_onnx(
+        path, [{"image": expected[:3]}, {"image": expected[3:]}], trt_version=TRT_VERSION
+    )
+    assert cache.scales == direct.cache.scales
