@@ -685,6 +685,12 @@ def _add_qdq(sub) -> None:
         action="store_true",
         help="give a tensor missing from the cache the scale of its Reshape/Flatten/... input",
     )
+    p.add_argument(
+        "--shift-numeric-names",
+        type=int,
+        metavar="K",
+        help="rename numeric cache names n to n+K (a cache from another export; see the report)",
+    )
     p.add_argument("--no-weights", action="store_true", help="do not add weight Q/DQ")
     p.add_argument("--report", help="write what was and was not quantized, and why (JSON)")
     p.set_defaults(func=_cmd_qdq)
@@ -708,7 +714,7 @@ def _add_qdq(sub) -> None:
 
 def _cmd_qdq(args: argparse.Namespace) -> int:
     """Write a Q/DQ ONNX model from a TensorRT cache or saved histograms."""
-    from .qdq import DEFAULT_OP_TYPES, write_qdq
+    from .qdq import DEFAULT_OP_TYPES, cache_header, shift_numeric_names, write_qdq
 
     if args.cache is not None:
         from .cache import read_cache
@@ -716,7 +722,8 @@ def _cmd_qdq(args: argparse.Namespace) -> int:
         if args.algorithm is not None:
             msg = "--algorithm applies to --stats; a cache already holds its scales"
             raise CalibkitError(msg)
-        source = read_cache(args.cache)
+        cache = read_cache(args.cache)
+        scales, header, algorithm = cache.scales, cache_header(cache), cache.algorithm
     else:
         from .scale import scale_from_amax
         from .selectors import compute_amax, make_selector
@@ -725,26 +732,35 @@ def _cmd_qdq(args: argparse.Namespace) -> int:
         if args.algorithm is None:
             msg = "--stats needs --algorithm (e.g. entropy2)"
             raise CalibkitError(msg)
-        selector = make_selector(args.algorithm)
+        try:
+            selector = make_selector(args.algorithm)
+        except ValueError as err:
+            raise CalibkitError(str(err)) from err
         amax = compute_amax(load_stats(args.stats).histograms, selector)
-        source = {name: scale_from_amax(a) for name, a in amax.items()}
-    options = {}
-    if args.stats is not None:
-        options = {"source_header": f"stats {args.stats} {selector.spec}"}
-        options["algorithm"] = selector.trt_algorithm
-    report = write_qdq(
-        args.output,
-        args.model,
-        source,
-        report_path=args.report,
-        exclude_nodes=args.exclude_nodes,
-        op_types=args.op_types or DEFAULT_OP_TYPES,
-        inherit_scales=args.inherit_scales,
-        quantize_weights=not args.no_weights,
-        **options,
-    )
+        scales = {name: scale_from_amax(a) for name, a in amax.items()}
+        header, algorithm = f"stats {args.stats} {selector.spec}", selector.trt_algorithm
+    if args.shift_numeric_names is not None:
+        scales = shift_numeric_names(scales, args.shift_numeric_names)
+    try:
+        report = write_qdq(
+            args.output,
+            args.model,
+            scales,
+            report_path=args.report,
+            exclude_nodes=args.exclude_nodes,
+            op_types=args.op_types or DEFAULT_OP_TYPES,
+            inherit_scales=args.inherit_scales,
+            quantize_weights=not args.no_weights,
+            source_header=header,
+            algorithm=algorithm,
+        )
+    except ValueError as err:
+        if isinstance(err, CalibkitError):
+            raise
+        raise CalibkitError(str(err)) from err
     lines = [f"{args.output}: {report.summary()}"]
     lines += [f"  float: {t.name}: {t.reason}" for t in report.float_tensors]
+    lines += [f"  warning: {w}" for w in report.warnings]
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -57,6 +57,7 @@ __all__ = [
     "QdqReport",
     "load_model",
     "save_model",
+    "shift_numeric_names",
     "to_qdq",
     "weight_scales",
     "write_qdq",
@@ -121,6 +122,8 @@ class QdqReport:
         Cache name -> why it got no Q/DQ pair (not in the model, or not read by a quantized op).
     source : dict
         Metadata written into the model (calibkit version, cache header, algorithm).
+    warnings : list of str
+        Problems that make the result doubtful (e.g. numeric names shifted between exports).
     """
 
     activations: dict[str, float] = field(default_factory=dict)
@@ -133,6 +136,7 @@ class QdqReport:
     skipped_nodes: dict[str, str] = field(default_factory=dict)
     unused_scales: dict[str, str] = field(default_factory=dict)
     source: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (scales as floats and as cache hex)."""
@@ -157,6 +161,7 @@ class QdqReport:
             "float_nodes": dict(self.float_nodes),
             "skipped_nodes": dict(self.skipped_nodes),
             "unused_scales": dict(self.unused_scales),
+            "warnings": list(self.warnings),
         }
 
     def summary(self) -> str:
@@ -645,6 +650,10 @@ def to_qdq(
     for name in scales:
         if name not in report.activations:
             report.unused_scales[name] = _unused_reason(name, g)
+    shift = _numeric_shift(g, scales)
+    if shift is not None:
+        report.warnings.append(shift)
+        logger.warning("%s: %s", where, shift)
     report.source = {META_VERSION: __version__}
     if source_header is not None:
         report.source[META_HEADER] = source_header
@@ -658,6 +667,43 @@ def to_qdq(
         raise CacheFormatError(msg) from err
     logger.info("%s: %s", where, report.summary())
     return model, report
+
+
+def _numeric_shift(g: _Graph, scales: Mapping[str, float]) -> str | None:
+    """Warn when numeric tensor names match the cache better after a constant shift.
+
+    Old PyTorch exports name tensors by number; another export of the same network can number
+    them differently, and then the names still match -- the wrong tensors.
+    """
+    model = {int(n) for n in [*g.producer, *g.graph_inputs] if n.isdigit()}
+    cache = {int(n) for n in scales if n.isdigit()}
+    if len(model) < 4 or len(cache) < 4:
+        return None
+    hits = {k: len({m + k for m in model} & cache) for k in range(-64, 65)}
+    best = max(hits, key=lambda k: (hits[k], -abs(k)))
+    if best == 0 or hits[best] <= hits[0]:
+        return None
+    return (
+        f"numeric tensor names match the cache best when shifted by {best:+d} ({hits[best]} of "
+        f"{len(model)} names) rather than as they are ({hits[0]}): the cache was probably "
+        "written for another export of this network, so scales given to numeric names may "
+        "belong to other tensors; check, then convert with "
+        f"shift_numeric_names(scales, {-best}) (--shift-numeric-names {-best})"
+    )
+
+
+def shift_numeric_names(scales: Mapping[str, float], offset: int) -> dict[str, float]:
+    """Return `scales` with every purely numeric name ``n`` renamed to ``n + offset``.
+
+    For a cache written for another export of the same network whose tensor numbering is
+    shifted (see :attr:`QdqReport.warnings`). Other names are kept.
+
+    Examples
+    --------
+    >>> shift_numeric_names({"101": 0.5, "input0": 0.25}, -8)
+    {'93': 0.5, 'input0': 0.25}
+    """
+    return {(str(int(n) + offset) if n.isdigit() else n): s for n, s in scales.items()}
 
 
 def _add_float(report: QdqReport, name: str, reason: str, consumer: str) -> None:

@@ -581,3 +581,19 @@ def test_minilm_calibrated_qdq_beats_misscaled(agreement):
     assert cosine["entropy2"] >= 0.8, cosine
     assert cosine["entropy2"] >= cosine["entropy2, scales x16"] + 0.2, cosine
     assert cosine["entropy2"] >= cosine["entropy2, scales /16"] + 0.2, cosine
+
+
+def test_shifted_numeric_names_are_detected_and_fixed(shared_testdata, tmp_path, capsys):
+    """lannyyip: the cache's numeric names are those of an export numbered 8 higher."""
+    folder = shared_testdata / "onnx_cache_pairs" / "lannyyip_resunet_trt8001_ec2"
+    cache = read_cache(folder / "calibration.cache")
+    _, report = to_qdq(folder / "model.onnx", cache.scales)
+    assert len(report.warnings) == 1
+    assert "shifted by +8" in report.warnings[0]
+    args = ["qdq", str(folder / "model.onnx"), "--cache", str(folder / "calibration.cache")]
+    assert main([*args, "-o", str(tmp_path / "q.onnx"), "--shift-numeric-names", "-8"]) == 0
+    out = capsys.readouterr().out
+    assert "0 tensors read by quantizable ops stay float" in out
+    assert "warning" not in out
+    assert main([*args, "-o", str(tmp_path / "q.onnx"), "--op-types", "Relu"]) == 1
+    assert "unknown op types ['Relu']" in capsys.readouterr().err
