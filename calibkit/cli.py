@@ -917,6 +917,179 @@ _SECTIONS.append(_add_trt)
 # <<< section: trt
 
 # >>> section: research (compare / report / stability)
+_RESEARCH_ALGORITHMS = (
+    "entropy2,entropy,minmax,percentile:99.99,percentile:99.999,legacy:0.9999:1,mse"
+)
+
+
+def _add_research(sub) -> None:
+    p = sub.add_parser(
+        "compare",
+        help="compare scale algorithms per tensor from saved statistics (no model run)",
+        description=(
+            "For every tensor and algorithm: amax, scale, fraction clipped, KL divergence, "
+            "expected INT8 MSE / SQNR (from the histogram) and amax / min-max; then a summary "
+            "per algorithm."
+        ),
+    )
+    p.add_argument("stats", metavar="STATS.npz", help="statistics written by calibkit calibrate")
+    p.add_argument(
+        "--algorithms",
+        default=_RESEARCH_ALGORITHMS,
+        help=f"comma-separated specs ({_RESEARCH_ALGORITHMS})",
+    )
+    p.add_argument("--csv", metavar="FILE", help="write the per-tensor numbers as CSV")
+    p.add_argument("--json", metavar="FILE", help="write summary and per-tensor numbers as JSON")
+    p.add_argument(
+        "--metric",
+        default="ratio",
+        help="per-tensor column shown: amax, scale, clipped, kl, mse, sqnr_db, ratio (default)",
+    )
+    p.add_argument("--table", type=int, default=30, metavar="ROWS", help="per-tensor rows (30)")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser(
+        "report",
+        help="write a static HTML report with plots of every algorithm (needs calibkit[plot])",
+        description="Write an offline HTML report (index.html, PNGs, CSV, JSON) into a folder.",
+    )
+    p.add_argument("stats", metavar="STATS.npz", help="statistics written by calibkit calibrate")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--algorithms", default=_RESEARCH_ALGORITHMS, help="comma-separated specs")
+    p.add_argument("--max-tensors", type=int, metavar="N", help="plot only the first N tensors")
+    p.set_defaults(func=_cmd_report)
+
+    p = sub.add_parser(
+        "stability",
+        help="order and batch-size sensitivity of the calibration (re-batching the same samples)",
+        description=(
+            "Re-run the histogram collector over several batch orders and batch sizes of the "
+            "same samples; report per tensor the spread of the selected amax, next to the "
+            "order-independent two-pass mode. SOURCE is MODEL.onnx (with --data) or recorded "
+            "activations .npz (key = tensor, shape (batches, batch, ...))."
+        ),
+    )
+    p.add_argument("source", metavar="SOURCE", help="MODEL.onnx or activations .npz")
+    p.add_argument("--data", help="model inputs (as for calibkit calibrate MODEL.onnx --data)")
+    p.add_argument("--preprocess", metavar="PRESET", help="image folders: preprocessing preset")
+    p.add_argument("--tensors", metavar="REGEX", help="analyse only tensors matching REGEX")
+    p.add_argument("--max-samples", type=int, help="use at most this many samples")
+    p.add_argument(
+        "--max-memory", type=int, default=2048, metavar="MB", help="kept activations (2048 MB)"
+    )
+    p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
+    p.add_argument("--orders", type=int, default=5, help="orders per batch size (default 5)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the orders (default 0)")
+    p.add_argument("-a", "--algorithm", default="entropy2", help="selector (default entropy2)")
+    p.add_argument("--num-bins", type=int, default=2048, help="histogram bins (2048)")
+    p.add_argument(
+        "--threshold", type=float, default=0.05, help="unstable above this relative spread (0.05)"
+    )
+    p.add_argument("--threads", type=int, help="onnxruntime threads")
+    p.add_argument("--json", metavar="FILE", help="write every run's amax as JSON")
+    p.add_argument("--table", type=int, default=30, metavar="ROWS", help="rows to print (30)")
+    p.set_defaults(func=_cmd_stability)
+
+
+def _specs(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def _cmd_compare(args) -> int:
+    """Compare scale algorithms per tensor from saved statistics (no model run)."""
+    from .compare import compare
+    from .stats import load_stats
+
+    try:
+        result = compare(load_stats(args.stats).histograms, _specs(args.algorithms))
+        tensors = result.format_tensors(args.metric, limit=args.table) if args.table else ""
+    except ValueError as err:
+        raise CalibkitError(str(err)) from err
+    if args.csv:
+        result.write_csv(args.csv)
+    if args.json:
+        result.write_json(args.json)
+    if tensors:
+        print(f"{args.metric} per tensor:")
+        print(tensors)
+        print()
+    print(result.format_summary())
+    for path in filter(None, (args.csv, args.json)):
+        print(f"wrote {path}")
+    return 0
+
+
+def _cmd_report(args) -> int:
+    """Write a static HTML report with plots of every algorithm."""
+    from pathlib import Path
+
+    from .report import write_report
+    from .stats import load_stats
+
+    stats = load_stats(args.stats)
+    try:
+        index = write_report(
+            stats.histograms,
+            args.output,
+            algorithms=_specs(args.algorithms),
+            max_tensors=args.max_tensors,
+            title=f"calibkit report: {Path(args.stats).name}",
+            settings=stats.settings,
+        )
+    except ValueError as err:
+        raise CalibkitError(str(err)) from err
+    print(f"wrote {index} ({len(stats.histograms)} tensors)")
+    return 0
+
+
+def _cmd_stability(args) -> int:
+    """Order and batch-size sensitivity of the calibration."""
+    from .stability import samples_from_onnx, samples_from_recorded, stability
+
+    try:
+        sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+        skipped: dict = {}
+        if args.source.endswith(".onnx"):
+            if not args.data:
+                msg = f"{args.source}: an ONNX model needs inputs: --data DATA"
+                raise CalibkitError(msg)
+            samples, skipped = samples_from_onnx(
+                args.source,
+                args.data,
+                tensors=args.tensors,
+                max_samples=args.max_samples,
+                preprocess=args.preprocess,
+                max_bytes=args.max_memory << 20,
+                num_threads=args.threads,
+            )
+        else:
+            samples = samples_from_recorded(args.source)
+            if args.tensors:
+                import re
+
+                samples = {k: v for k, v in samples.items() if re.search(args.tensors, k)}
+            if args.max_samples:
+                samples = {k: v[: args.max_samples] for k, v in samples.items()}
+        result = stability(
+            samples,
+            batch_sizes=sizes,
+            num_orders=args.orders,
+            seed=args.seed,
+            algorithm=args.algorithm,
+            num_bins=args.num_bins,
+            threshold=args.threshold,
+        )
+    except ValueError as err:
+        raise CalibkitError(str(err)) from err
+    result.skipped.update(skipped)
+    print(result.format_table(limit=args.table))
+    if args.json:
+        result.write_json(args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+_SECTIONS.append(_add_research)
 # <<< section: research (compare / report / stability)
 
 

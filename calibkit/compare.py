@@ -1,0 +1,315 @@
+"""Compare scale algorithms on saved histograms: per tensor, numbers instead of guesses.
+
+For every tensor and algorithm :func:`compare` reports the amax and TensorRT scale, the fraction
+of values clipped, the KL divergence TensorRT's entropy search assigns to that threshold, the
+expected INT8 quantisation error (MSE and SQNR) and the ratio of amax to min-max. Everything is
+computed from the histogram, so it takes seconds and needs no model.
+
+How each number is defined (values are represented by their bin centres, as in
+:class:`~calibkit.selectors.MSESelector`):
+
+- ``clipped``: fraction of all values (infinities included) above amax.
+- ``mse``: mean of ``(q(x) - x)**2`` over the binned values, ``q`` the symmetric INT8
+  quantiser with scale ``amax / 127`` (round half to even, saturating at +-127).
+- ``sqnr_db``: ``10 log10(mean(x**2) / mse)``; higher is better.
+- ``kl``: ``EntropySelector().divergences(hist)[i]`` for the candidate i whose threshold
+  ``(i + 0.5) * width`` is nearest to amax (for an amax >= max |x|, the candidate keeping every
+  bin with data). inf below the search range (128 bins) or where TensorRT's KL is infinite
+  (clipped mass folded into an empty bin); NaN for an infinite amax. This is the quantity
+  entropy2 minimises, so entropy2 is lowest by construction.
+- ``ratio``: amax / the exact max |x| (min-max's amax).
+
+Examples
+--------
+>>> import calibkit as ck  # doctest: +SKIP
+>>> result = ck.compare(ck.load_stats("model.stats.npz").histograms)  # doctest: +SKIP
+>>> print(result.format_summary())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .cache import write_atomic
+from .calibrate import _table as format_table
+from .histogram import Histogram
+from .scale import scale_from_amax
+from .selectors import EntropySelector, make_selector
+
+__all__ = [
+    "DEFAULT_ALGORITHMS",
+    "METRICS",
+    "AlgorithmSummary",
+    "Comparison",
+    "TensorMetrics",
+    "compare",
+    "quantization_error",
+]
+
+#: The algorithms ``calibkit compare`` evaluates unless told otherwise.
+DEFAULT_ALGORITHMS = (
+    "entropy2",
+    "entropy",
+    "minmax",
+    "percentile:99.99",
+    "percentile:99.999",
+    "legacy:0.9999:1",
+    "mse",
+)
+
+
+@dataclass(frozen=True)
+class TensorMetrics:
+    """One tensor under one algorithm (see the module docstring for the definitions)."""
+
+    name: str
+    algorithm: str
+    amax: float
+    scale: float
+    clipped: float
+    kl: float
+    mse: float
+    sqnr_db: float
+    ratio: float
+
+
+#: The per-tensor numbers (``--metric`` of the terminal table).
+METRICS = ("amax", "scale", "clipped", "kl", "mse", "sqnr_db", "ratio")
+
+
+@dataclass(frozen=True)
+class AlgorithmSummary:
+    """One algorithm over all tensors.
+
+    ``median_ratio``, ``mean_clipped``, ``median_sqnr_db`` and ``mean_kl`` (finite KL values
+    only) summarise the per-tensor numbers; ``best_mse`` counts the tensors where this
+    algorithm's expected MSE is the lowest of those compared (ties count for each).
+    """
+
+    algorithm: str
+    tensors: int
+    median_ratio: float
+    mean_clipped: float
+    median_sqnr_db: float
+    mean_kl: float
+    best_mse: int
+
+
+def quantization_error(hist: Histogram, amax: float) -> tuple[float, float, float]:
+    """Return ``(clipped fraction, expected MSE, SQNR in dB)`` of INT8 with this amax.
+
+    Values are taken at their bin centres; infinite values count as clipped but not in the MSE.
+    An empty or all-zero histogram gives ``(0, 0, nan)``.
+    """
+    total = hist.total + hist.num_inf
+    if total == 0 or hist.upper == 0.0:
+        return (1.0 if hist.num_inf else 0.0), 0.0, math.nan
+    width = hist.upper / hist.num_bins
+    x = (np.arange(hist.num_bins) + 0.5) * width
+    c = hist.counts.astype(np.float64)
+    signal = float(c @ (x * x)) / max(hist.total, 1)
+    if not math.isfinite(amax):
+        return hist.num_inf / total, math.nan, math.nan
+    clipped = (float(c[x > amax].sum()) + hist.num_inf) / total
+    if amax <= 0:
+        mse = signal  # everything quantises to 0
+    else:
+        s = amax / 127.0
+        q = np.minimum(np.round(x / s), 127.0) * s
+        mse = float(c @ ((q - x) ** 2)) / max(hist.total, 1)
+    sqnr = 10 * math.log10(signal / mse) if mse > 0 else math.inf
+    return clipped, mse, sqnr
+
+
+def _kl_at(divergences: np.ndarray, hist: Histogram, amax: float) -> float:
+    """D(i) of the entropy candidate nearest to amax (NaN outside the candidates)."""
+    if hist.upper == 0.0 or not math.isfinite(amax):
+        return math.nan
+    i = math.floor(amax / (hist.upper / hist.num_bins))  # nearest (i + 0.5) * width
+    if amax >= hist.max_abs:  # clips nothing: the candidate that keeps every bin with data
+        i = max(i, int(np.flatnonzero(hist.counts)[-1]) + 1)
+    i = min(i, hist.num_bins)
+    return float(divergences[i]) if i >= 0 else math.inf
+
+
+@dataclass
+class Comparison:
+    """The result of :func:`compare`: one :class:`TensorMetrics` per tensor and algorithm."""
+
+    algorithms: tuple[str, ...]
+    rows: list[TensorMetrics]
+
+    def by_tensor(self) -> dict[str, dict[str, TensorMetrics]]:
+        """``{tensor: {algorithm: metrics}}``, tensors in the statistics' order."""
+        out: dict[str, dict[str, TensorMetrics]] = {}
+        for r in self.rows:
+            out.setdefault(r.name, {})[r.algorithm] = r
+        return out
+
+    def summary(self) -> list[AlgorithmSummary]:
+        """One :class:`AlgorithmSummary` per algorithm, in the order compared."""
+        best: dict[str, int] = dict.fromkeys(self.algorithms, 0)
+        for per_alg in self.by_tensor().values():
+            mses = [m.mse for m in per_alg.values() if math.isfinite(m.mse)]
+            if mses:
+                low = min(mses)
+                for alg, m in per_alg.items():
+                    best[alg] += m.mse <= low * (1 + 1e-12)
+        out = []
+        for alg in self.algorithms:
+            rows = [r for r in self.rows if r.algorithm == alg]
+            out.append(
+                AlgorithmSummary(
+                    algorithm=alg,
+                    tensors=len(rows),
+                    median_ratio=_nanmedian([r.ratio for r in rows]),
+                    mean_clipped=_nanmean([r.clipped for r in rows]),
+                    median_sqnr_db=_nanmedian([r.sqnr_db for r in rows]),
+                    mean_kl=_nanmean([r.kl for r in rows]),
+                    best_mse=best[alg],
+                )
+            )
+        return out
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict: ``algorithms``, ``summary`` and ``tensors`` (one dict per row)."""
+        return {
+            "algorithms": list(self.algorithms),
+            "summary": [_jsonable(asdict(s)) for s in self.summary()],
+            "tensors": [_jsonable(asdict(r)) for r in self.rows],
+        }
+
+    def to_csv(self) -> str:
+        """Return the per-tensor rows as CSV text (one line per tensor and algorithm)."""
+        buf = io.StringIO()
+        fields = list(TensorMetrics.__dataclass_fields__)
+        writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+        writer.writeheader()
+        for r in self.rows:
+            writer.writerow(
+                {k: (repr(v) if isinstance(v, float) else v) for k, v in asdict(r).items()}
+            )
+        return buf.getvalue()
+
+    def write_csv(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_csv` to `path` (atomically)."""
+        write_atomic(path, self.to_csv().encode())
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_dict` as JSON to `path` (atomically; NaN and inf become null)."""
+        write_atomic(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+
+    def format_summary(self) -> str:
+        """Return a terminal table with one line per algorithm."""
+        head = ("algorithm", "tensors", "amax/max", "clipped", "SQNR dB", "KL", "best MSE")
+        rows = [head] + [
+            (
+                s.algorithm,
+                str(s.tensors),
+                f"{s.median_ratio:.3f}",
+                f"{s.mean_clipped:.2e}",
+                f"{s.median_sqnr_db:.2f}",
+                f"{s.mean_kl:.3g}",
+                str(s.best_mse),
+            )
+            for s in self.summary()
+        ]
+        return format_table(rows) + "\n(amax/max and SQNR: median over tensors; clipped, KL: mean)"
+
+    def format_tensors(self, metric: str = "ratio", *, limit: int | None = 30) -> str:
+        """Return a terminal table of `metric`: one line per tensor, one column per algorithm."""
+        if metric not in METRICS:
+            msg = f"unknown metric {metric!r}; choose one of {METRICS}"
+            raise ValueError(msg)
+        table = self.by_tensor()
+        rows = [("tensor", *self.algorithms)]
+        for name, per_alg in list(table.items())[:limit]:
+            rows.append((name, *(f"{getattr(per_alg[a], metric):.4g}" for a in self.algorithms)))
+        text = format_table(rows)
+        if limit is not None and len(table) > limit:
+            text += f"\n... {len(table) - limit} more tensors (see --csv / --json)"
+        return text
+
+
+def compare(
+    histograms: Mapping[str, Histogram], algorithms: Sequence[str] = DEFAULT_ALGORITHMS
+) -> Comparison:
+    """Evaluate every algorithm on every histogram.
+
+    Parameters
+    ----------
+    histograms : mapping
+        Tensor name -> Histogram (``load_stats(path).histograms``).
+    algorithms : sequence of str
+        Selector specs (``make_selector``); duplicates are dropped.
+
+    Returns
+    -------
+    Comparison
+
+    Raises
+    ------
+    ValueError
+        For an unknown algorithm spec or no histograms.
+    """
+    if not histograms:
+        msg = "no histograms to compare"
+        raise ValueError(msg)
+    selectors = {}
+    for spec in algorithms:
+        sel = make_selector(spec)
+        selectors.setdefault(sel.spec, sel)
+    if not selectors:
+        msg = "no algorithms to compare"
+        raise ValueError(msg)
+    kl_search = EntropySelector()
+    rows = []
+    for name, hist in histograms.items():
+        d = kl_search.divergences(hist) if hist.num_bins >= kl_search.start_bin else None
+        reference = math.inf if hist.num_inf else hist.max_abs
+        for spec, sel in selectors.items():
+            amax = float(sel.select(hist))
+            clipped, mse, sqnr = quantization_error(hist, amax)
+            ratio = amax / reference if reference > 0 and math.isfinite(reference) else math.nan
+            rows.append(
+                TensorMetrics(
+                    name=name,
+                    algorithm=spec,
+                    amax=amax,
+                    scale=float(scale_from_amax(amax)),
+                    clipped=clipped,
+                    kl=_kl_at(d, hist, amax) if d is not None else math.nan,
+                    mse=mse,
+                    sqnr_db=sqnr,
+                    ratio=ratio,
+                )
+            )
+    return Comparison(tuple(selectors), rows)
+
+
+def _finite(values: Sequence[float]) -> np.ndarray:
+    a = np.asarray(values, dtype=np.float64)
+    return a[np.isfinite(a)]
+
+
+def _nanmedian(values: Sequence[float]) -> float:
+    a = _finite(values)
+    return float(np.median(a)) if a.size else math.nan
+
+
+def _nanmean(values: Sequence[float]) -> float:
+    a = _finite(values)
+    return float(a.mean()) if a.size else math.nan
+
+
+def _jsonable(d: dict) -> dict:
+    """NaN and inf are not JSON: write them as null."""
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}

@@ -1,0 +1,394 @@
+"""Order and batch-size sensitivity of the calibration, the effect TensorRT's docs warn about.
+
+TensorRT's histogram range starts at the first batch's max |x| and grows by doubling, so the
+bins (and the entropy threshold) depend on which samples come first and how many form a batch.
+:func:`stability` re-runs the real collector over the *same samples* in several orders and
+batch sizes and reports, per tensor, how much the selected amax moves; next to it, the same
+runs in the order-independent two-pass mode (``HistogramCollector(ranges=MaxCollector().amax_)``:
+the range is the exact max from a first pass, so the bins never depend on the order).
+
+The runs need per-sample activations. :func:`samples_from_onnx` runs an ONNX model once over
+the data and keeps the activations of the tensors asked for (``tensors=`` regex) in memory, up
+to ``max_bytes``; :func:`samples_from_recorded` reads a recorded-activations ``.npz`` (key =
+tensor, shape ``(num_batches, batch, ...)``: the batches are split back into samples).
+
+Examples
+--------
+>>> import calibkit as ck  # doctest: +SKIP
+>>> samples = ck.samples_from_recorded("examples/trt7000_conv/activations.npz")  # doctest: +SKIP
+>>> print(ck.stability(samples, batch_sizes=(1, 2, 5)).format_table())  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .activations import RecordedActivationsError
+from .cache import write_atomic
+from .calibrate import _table
+from .collect import HistogramCollector, MaxCollector
+from .errors import CalibkitError
+from .selectors import make_selector
+
+__all__ = [
+    "StabilityResult",
+    "TensorStability",
+    "samples_from_onnx",
+    "samples_from_recorded",
+    "stability",
+]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class TensorStability:
+    """One tensor: the amax of every run, in the streaming and the two-pass mode.
+
+    ``amax`` and ``two_pass_amax`` have shape ``(len(batch_sizes), num_orders)``.
+    ``spread`` is ``(max - min) / median`` of `amax` over all runs; ``order_spread`` the
+    largest such spread among runs of one batch size (order alone); ``batch_spread`` the spread
+    of the per-batch-size medians (batch size alone).
+    """
+
+    name: str
+    max_abs: float
+    amax: np.ndarray
+    two_pass_amax: np.ndarray
+    spread: float
+    order_spread: float
+    batch_spread: float
+    two_pass_spread: float
+    unstable: bool
+
+
+@dataclass
+class StabilityResult:
+    """The result of :func:`stability`."""
+
+    algorithm: str
+    batch_sizes: tuple[int, ...]
+    num_orders: int
+    num_samples: int
+    threshold: float
+    tensors: dict[str, TensorStability]
+    skipped: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def unstable(self) -> list[str]:
+        """Names of the tensors whose amax spread exceeds the threshold, worst first."""
+        bad = [t for t in self.tensors.values() if t.unstable]
+        return [t.name for t in sorted(bad, key=lambda t: -t.spread)]
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (NaN and inf as null)."""
+
+        def num(v):
+            return float(v) if math.isfinite(v) else None
+
+        return {
+            "algorithm": self.algorithm,
+            "batch_sizes": list(self.batch_sizes),
+            "num_orders": self.num_orders,
+            "num_samples": self.num_samples,
+            "threshold": self.threshold,
+            "unstable": self.unstable,
+            "skipped": self.skipped,
+            "tensors": [
+                {
+                    "name": t.name,
+                    "max_abs": num(t.max_abs),
+                    "spread": num(t.spread),
+                    "order_spread": num(t.order_spread),
+                    "batch_spread": num(t.batch_spread),
+                    "two_pass_spread": num(t.two_pass_spread),
+                    "unstable": t.unstable,
+                    "amax": [[num(v) for v in row] for row in t.amax],
+                    "two_pass_amax": [[num(v) for v in row] for row in t.two_pass_amax],
+                }
+                for t in self.tensors.values()
+            ],
+        }
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        """Write :meth:`to_dict` to `path` (atomically)."""
+        write_atomic(path, (json.dumps(self.to_dict(), indent=1) + "\n").encode())
+
+    def format_table(self, *, limit: int | None = 30) -> str:
+        """Return a terminal table, least stable tensors first, and a one-line verdict."""
+        pct = _pct
+        rows = [
+            (
+                "tensor",
+                "max |x|",
+                f"{self.algorithm} min",
+                "max",
+                "spread",
+                "order",
+                "batch",
+                "two-pass amax",
+                "two-pass spread",
+                "",
+            )
+        ]
+        ordered = sorted(self.tensors.values(), key=lambda t: -np.nan_to_num(t.spread))
+        for t in ordered[:limit]:
+            rows.append(
+                (
+                    t.name,
+                    f"{t.max_abs:.4g}",
+                    f"{np.min(t.amax):.4g}",
+                    f"{np.max(t.amax):.4g}",
+                    pct(t.spread),
+                    pct(t.order_spread),
+                    pct(t.batch_spread),
+                    f"{np.median(t.two_pass_amax):.4g}",
+                    pct(t.two_pass_spread),
+                    "UNSTABLE" if t.unstable else "",
+                )
+            )
+        lines = [_table(rows)]
+        if limit is not None and len(ordered) > limit:
+            lines.append(f"... {len(ordered) - limit} more tensors (see --json)")
+        for name, why in self.skipped.items():
+            lines.append(f"skipped {name}: {why}")
+        runs = len(self.batch_sizes) * self.num_orders
+        lines.append(
+            f"{len(self.unstable)} of {len(self.tensors)} tensors unstable (spread > "
+            f"{self.threshold:.0%}) over {runs} runs of {self.num_samples} samples: batch sizes "
+            f"{', '.join(map(str, self.batch_sizes))} x {self.num_orders} orders; "
+            f"largest two-pass spread {pct(self._max_two_pass())}"
+        )
+        return "\n".join(lines)
+
+    def _max_two_pass(self) -> float:
+        values = [
+            t.two_pass_spread for t in self.tensors.values() if math.isfinite(t.two_pass_spread)
+        ]
+        return max(values, default=math.nan)
+
+
+def _pct(value: float) -> str:
+    return "-" if not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def _spread(values: np.ndarray) -> float:
+    v = np.asarray(values, dtype=np.float64).ravel()
+    if not np.isfinite(v).all():
+        return math.nan
+    med = float(np.median(v))
+    if med == 0:
+        return 0.0 if v.max() == v.min() else math.inf
+    return float((v.max() - v.min()) / med)
+
+
+def _orders(n: int, num_orders: int, seed: int) -> list[np.ndarray]:
+    """Return the given order first, then ``num_orders - 1`` seeded permutations."""
+    rng = np.random.default_rng(seed)
+    return [np.arange(n)] + [rng.permutation(n) for _ in range(num_orders - 1)]
+
+
+def _run(x: np.ndarray, order: np.ndarray, batch_size: int, collector: HistogramCollector):
+    collector.reset()
+    for start in range(0, order.size, batch_size):
+        collector.update({"x": x[order[start : start + batch_size]]})
+    return collector.histograms_["x"]
+
+
+def stability(
+    samples: Mapping[str, np.ndarray],
+    *,
+    batch_sizes: Sequence[int] = (1, 8, 32),
+    num_orders: int = 5,
+    seed: int = 0,
+    algorithm: str = "entropy2",
+    num_bins: int = 2048,
+    threshold: float = 0.05,
+) -> StabilityResult:
+    """Re-run the collector over orders and batch sizes of the same samples; measure amax.
+
+    Parameters
+    ----------
+    samples : mapping
+        Tensor name -> array whose first axis is the sample (all tensors the same count).
+    batch_sizes : sequence of int
+        Samples per collector update; sizes above the sample count are dropped.
+    num_orders : int
+        Orders per batch size: the given order, then seeded random permutations.
+    seed : int
+        Seed of the permutations (the same orders are used for every batch size and tensor).
+    algorithm : str
+        Selector spec whose amax is measured (entropy2 is the one with the documented effect).
+    num_bins : int
+        Histogram bins (TensorRT: 2048).
+    threshold : float
+        A tensor is unstable when ``(max - min) / median`` of its amax exceeds this.
+
+    Raises
+    ------
+    ValueError
+        For no samples, inconsistent sample counts or bad parameters.
+    """
+    selector = make_selector(algorithm)
+    if not samples:
+        msg = "no tensors to analyse"
+        raise ValueError(msg)
+    counts = {name: int(np.shape(x)[0]) if np.ndim(x) else 0 for name, x in samples.items()}
+    if len(set(counts.values())) != 1:
+        msg = f"tensors disagree on the number of samples (first axis): {counts}"
+        raise ValueError(msg)
+    n = counts.popitem()[1]
+    if n < 2:
+        msg = f"need at least 2 samples to re-order, got {n}"
+        raise ValueError(msg)
+    if num_orders < 1 or isinstance(num_orders, bool):
+        msg = f"num_orders must be a positive int, got {num_orders!r}"
+        raise ValueError(msg)
+    bad = [b for b in batch_sizes if isinstance(b, bool) or not isinstance(b, int) or b < 1]
+    if bad or not batch_sizes:
+        msg = f"batch sizes must be positive ints, got {list(batch_sizes)!r}"
+        raise ValueError(msg)
+    sizes = tuple(sorted({b for b in batch_sizes if b <= n}))
+    if not sizes:
+        msg = f"every batch size {list(batch_sizes)} exceeds the {n} samples"
+        raise ValueError(msg)
+    if not threshold > 0:
+        msg = f"threshold must be > 0, got {threshold!r}"
+        raise ValueError(msg)
+    orders = _orders(n, num_orders, seed)
+    streaming = HistogramCollector(num_bins)
+    tensors = {}
+    for name, x in samples.items():
+        x = np.asarray(x)
+        # Two-pass mode: the range is the exact max of a first pass (MaxCollector's amax_).
+        max_abs = MaxCollector().update({"x": x}).amax_["x"]
+        fixed = HistogramCollector(num_bins, ranges={"x": max_abs})
+        amax = np.empty((len(sizes), num_orders))
+        two = np.empty_like(amax)
+        for i, b in enumerate(sizes):
+            for j, order in enumerate(orders):
+                amax[i, j] = selector.select(_run(x, order, b, streaming))
+                two[i, j] = selector.select(_run(x, order, b, fixed))
+        spread = _spread(amax)
+        tensors[name] = TensorStability(
+            name=name,
+            max_abs=max_abs,
+            amax=amax,
+            two_pass_amax=two,
+            spread=spread,
+            order_spread=max(_spread(row) for row in amax),
+            batch_spread=_spread(np.median(amax, axis=1)),
+            two_pass_spread=_spread(two),
+            unstable=not spread <= threshold,
+        )
+        logger.info("%s: %s spread %s", name, algorithm, _pct(spread))
+    return StabilityResult(selector.spec, sizes, num_orders, n, threshold, tensors)
+
+
+def samples_from_recorded(path: str | os.PathLike) -> dict[str, np.ndarray]:
+    """Read recorded activations (``(num_batches, batch, ...)`` per tensor) as per-sample arrays.
+
+    Raises
+    ------
+    RecordedActivationsError
+        If the file is unreadable, holds non-float arrays or tensors without a batch axis.
+    """
+    from .activations import iter_recorded_batches
+
+    batches = list(iter_recorded_batches(path))  # validates the file
+    out = {}
+    for name in batches[0]:
+        per_batch = [b[name] for b in batches]
+        if per_batch[0].ndim < 1:
+            msg = f"{path}: tensor {name!r} has no batch axis (shape {per_batch[0].shape})"
+            raise RecordedActivationsError(msg)
+        out[name] = np.concatenate(per_batch, axis=0)
+    return out
+
+
+def samples_from_onnx(
+    model: str | os.PathLike,
+    data: str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
+    *,
+    tensors: str | None = None,
+    batch_size: int | None = None,
+    max_samples: int | None = None,
+    preprocess: str | None = None,
+    max_bytes: int = 2 << 30,
+    num_threads: int | None = None,
+) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Run `model` once over `data` and keep the per-sample activations of the chosen tensors.
+
+    Parameters
+    ----------
+    model, data, batch_size, max_samples, preprocess
+        As for :func:`calibkit.calibrate_onnx` (``calibkit.data.open_data``).
+    tensors : str, optional
+        Regex of the tensors to keep (default: every float activation). Keep it small for
+        big models: memory is samples x the kept tensors' sizes.
+    max_bytes : int
+        Stop with an error before the kept activations exceed this.
+
+    Returns
+    -------
+    (samples, skipped)
+        ``{tensor: array [samples, ...]}`` and ``{tensor: reason}`` for tensors that cannot be
+        split into samples (no batch axis, or shapes that differ between batches).
+
+    Raises
+    ------
+    CalibkitError
+        When the activations would exceed `max_bytes` (the message names the fix).
+    """
+    from .data import open_data
+    from .onnx_source import OnnxActivationSource
+
+    source = OnnxActivationSource(model, tensors=tensors, num_threads=num_threads)
+    feed = open_data(
+        data, source.inputs, batch_size=batch_size, max_samples=max_samples, preprocess=preprocess
+    )
+    kept: dict[str, list[np.ndarray]] = {}
+    skipped: dict[str, str] = {}
+    sizes: list[int] = []
+
+    def batches():
+        for b in feed:
+            sizes.append(int(next(iter(b.values())).shape[0]))
+            yield b
+
+    used = 0
+    for index, acts in enumerate(source.run(batches())):
+        n = sizes[index]
+        for name, value in acts.items():
+            if name in skipped:
+                continue
+            shapes = kept.get(name)
+            if value.ndim == 0 or value.shape[0] != n:
+                skipped[name] = f"first axis {value.shape[:1]} is not the batch ({n} samples)"
+            elif shapes and shapes[0].shape[1:] != value.shape[1:]:
+                skipped[name] = (
+                    f"shape changes between batches ({shapes[0].shape} vs {value.shape})"
+                )
+            else:
+                kept.setdefault(name, []).append(np.array(value, copy=True))
+                used += value.nbytes
+                continue
+            used -= sum(a.nbytes for a in kept.pop(name, []))
+        if used > max_bytes:
+            msg = (
+                f"{model}: the kept activations exceed {max_bytes / 2**20:.0f} MiB after "
+                f"{sum(sizes)} samples; keep fewer tensors (--tensors REGEX), fewer samples "
+                "(--max-samples N) or allow more memory (--max-memory MB)"
+            )
+            raise CalibkitError(msg)
+    if not sizes:
+        msg = f"{model}: the data yielded no batch"
+        raise CalibkitError(msg)
+    return {name: np.concatenate(parts) for name, parts in kept.items()}, skipped

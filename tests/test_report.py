@@ -1,0 +1,88 @@
+"""Tests for calibkit.report and ``calibkit report``: the folder renders and every link resolves."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import numpy as np
+import pytest
+
+import calibkit as ck
+from calibkit.cli import main
+
+pytest.importorskip("matplotlib")
+from calibkit.report import write_report
+
+
+class _Links(html.parser.HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.refs: list[str] = []
+        self.ids: set[str] = set()
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.refs += [a[k] for k in ("href", "src") if k in a]
+        if "id" in a:
+            self.ids.add(a["id"])
+
+
+def _check_folder(index: Path) -> _Links:
+    parser = _Links()
+    parser.feed(index.read_text(encoding="utf-8"))
+    assert parser.refs
+    for ref in parser.refs:
+        parts = urlsplit(ref)
+        assert not parts.scheme and not parts.netloc, f"not a relative link: {ref}"
+        if parts.path:
+            target = (index.parent / parts.path).resolve()
+            assert target.is_relative_to(index.parent.resolve()), ref
+            assert target.is_file() and target.stat().st_size > 0, ref
+            if target.suffix == ".png":
+                assert target.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", ref
+        if parts.fragment:
+            assert parts.fragment in parser.ids, ref
+    return parser
+
+
+@pytest.fixture
+def histograms(rng):
+    return {
+        "input:0": ck.Histogram().fill(rng.uniform(-1, 1, 3000).astype(np.float32)),
+        "conv/relu <1>": ck.Histogram().fill(np.maximum(rng.standard_normal(3000), 0)),
+        "logits": ck.Histogram().fill(rng.standard_t(3, 3000).astype(np.float32)),
+    }
+
+
+def test_report_renders_and_links_resolve(histograms, tmp_path):
+    index = write_report(histograms, tmp_path / "r", settings={"batch_size": 8})
+    parser = _check_folder(index)
+    pngs = sorted((tmp_path / "r" / "tensors").glob("*.png"))
+    assert len(pngs) == 3
+    assert sum(ref.startswith("tensors/") for ref in parser.refs) == 6  # link + image each
+    text = index.read_text()
+    assert "conv/relu &lt;1&gt;" in text and "batch_size" in text
+    data = json.loads((tmp_path / "r" / "compare.json").read_text())
+    assert len(data["tensors"]) == 3 * 7
+
+
+def test_report_max_tensors_and_errors(histograms, tmp_path):
+    index = write_report(histograms, tmp_path / "r", algorithms=["minmax"], max_tensors=1)
+    _check_folder(index)
+    assert len(list((tmp_path / "r" / "tensors").glob("*.png"))) == 1
+    assert "2 more tensors are not plotted" in index.read_text()
+    with pytest.raises(ValueError, match="max_tensors must be >= 0"):
+        write_report(histograms, tmp_path / "x", max_tensors=-1)
+
+
+def test_cli_report(histograms, tmp_path, capsys):
+    stats = tmp_path / "s.npz"
+    ck.save_stats(stats, histograms)
+    assert main(["report", str(stats), "-o", str(tmp_path / "rep"), "--max-tensors", "2"]) == 0
+    assert "3 tensors" in capsys.readouterr().out
+    _check_folder(tmp_path / "rep" / "index.html")
+    assert main(["report", str(stats), "-o", str(tmp_path / "rep"), "--algorithms", "x"]) == 1
+    assert "unknown algorithm" in capsys.readouterr().err
