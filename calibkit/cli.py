@@ -990,6 +990,31 @@ def _add_research(sub) -> None:
     p.add_argument("--table", type=int, default=30, metavar="ROWS", help="rows to print (30)")
     p.set_defaults(func=_cmd_stability)
 
+    p = sub.add_parser(
+        "sensitivity",
+        help="quantise one tensor at a time (Q/DQ in onnxruntime) and rank by output error",
+        description=(
+            "For every activation the Q/DQ placement rules quantise: a model copy with Q/DQ on "
+            "that tensor only (scale from --stats and --algorithm), run by onnxruntime on --data; "
+            "tensors ranked by the relative output error against the float model."
+        ),
+    )
+    p.add_argument("model", metavar="MODEL.onnx", help="the float model")
+    p.add_argument("--stats", required=True, metavar="STATS.npz", help="saved statistics")
+    p.add_argument("--data", required=True, help="held-aside inputs (as for calibrate --data)")
+    p.add_argument("--preprocess", metavar="PRESET", help="image folders: preprocessing preset")
+    p.add_argument("-a", "--algorithm", default="entropy2", help="selector (default entropy2)")
+    p.add_argument("--max-samples", type=int, default=256, help="inputs to use (default 256)")
+    p.add_argument("--batch-size", type=int, help="samples per run (default: model's, else 8)")
+    p.add_argument("--output", help="model output to compare (default: the first)")
+    p.add_argument(
+        "--weights", action="store_true", help="also quantise the weights of the ops reading it"
+    )
+    p.add_argument("--threads", type=int, help="onnxruntime threads")
+    p.add_argument("--json", metavar="FILE", help="write the ranking as JSON")
+    p.add_argument("--table", type=int, default=30, metavar="ROWS", help="rows to print (30)")
+    p.set_defaults(func=_cmd_sensitivity)
+
 
 def _specs(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
@@ -1082,6 +1107,45 @@ def _cmd_stability(args) -> int:
     except ValueError as err:
         raise CalibkitError(str(err)) from err
     result.skipped.update(skipped)
+    print(result.format_table(limit=args.table))
+    if args.json:
+        result.write_json(args.json)
+        print(f"wrote {args.json}")
+    return 0
+
+
+def _cmd_sensitivity(args) -> int:
+    """Quantise one tensor at a time and rank tensors by output error."""
+    import onnx
+
+    from .data import open_data
+    from .onnx_source import _input_specs
+    from .selectors import compute_amax, make_selector
+    from .sensitivity import sensitivity
+    from .stats import load_stats
+
+    try:
+        selector = make_selector(args.algorithm)
+        amax = compute_amax(load_stats(args.stats).histograms, selector)
+        graph = onnx.load(args.model, load_external_data=False).graph
+        data = open_data(
+            args.data,
+            _input_specs(graph, onnx),
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            preprocess=args.preprocess,
+        )
+        result = sensitivity(
+            args.model,
+            amax,
+            data,
+            output=args.output,
+            algorithm=selector.spec,
+            quantize_weights=args.weights,
+            num_threads=args.threads,
+        )
+    except ValueError as err:
+        raise CalibkitError(str(err)) from err
     print(result.format_table(limit=args.table))
     if args.json:
         result.write_json(args.json)
