@@ -134,7 +134,11 @@ class OnnxActivationSource:
             if elem_types.get(name, 0) in _FLOAT_ELEM_TYPES or elem_types.get(name, 0) == 0
         ]
         if tensors is not None:
-            pattern = re.compile(tensors)
+            try:
+                pattern = re.compile(tensors)
+            except re.error as err:
+                msg = f"bad --tensors regular expression {tensors!r}: {err}"
+                raise ValueError(msg) from err
             candidates = [name for name in candidates if pattern.search(name)]
             if not candidates:
                 msg = f"{where}: no float activation matches --tensors {tensors!r}"
@@ -143,7 +147,7 @@ class OnnxActivationSource:
         self._input_tensors = [n for n in candidates if n in input_names]
         outputs = [n for n in candidates if n not in input_names]
         size = max_tensors_per_run or max(len(outputs), 1)
-        groups = [outputs[i : i + size] for i in range(0, len(outputs), size)] or [[]]
+        groups = [outputs[i : i + size] for i in range(0, len(outputs), size)]
         self._tmp = None
         self._runs = [
             self._session(proto, group, elem_types, base, optimization, num_threads, len(groups))
@@ -203,9 +207,13 @@ class OnnxActivationSource:
             if not (base / location).is_file():
                 msg = f"external data file {base / location} not found (model folder {base})"
                 raise FileNotFoundError(msg)
-        if locations:  # weights stay in their files, found relative to the model's folder
+        ort = require("onnxruntime", "ONNX calibration")
+        if locations and _version(ort.__version__) >= (1, 22):
+            # weights stay in their files: onnxruntime reads them from the model's folder
             key = "session.model_external_initializers_file_folder_path"
             options.add_session_config_entry(key, str(base.resolve()))
+        elif locations:  # older onnxruntime cannot be told the folder: read the weights in
+            onnx.external_data_helper.load_external_data_for_model(model, str(base))
         if model.ByteSize() < _PROTOBUF_LIMIT:
             return model.SerializeToString()
         # weights loaded in memory but over protobuf's 2 GB: write them beside a temporary copy
@@ -251,6 +259,15 @@ class OnnxActivationSource:
             msg = "no data: pass data= to OnnxActivationSource or call .run(batches)"
             raise ValueError(msg)
         return self.run(self.data)
+
+
+def _version(text: str) -> tuple[int, ...]:
+    """Return ``(1, 22)`` for ``"1.22.0"`` (numeric leading parts only)."""
+    parts = []
+    for part in text.split(".")[:2]:
+        digits = re.match(r"\d+", part)
+        parts.append(int(digits.group()) if digits else 0)
+    return tuple(parts)
 
 
 def _input_specs(graph, onnx) -> list[InputSpec]:

@@ -162,6 +162,15 @@ def test_tensor_filter_is_a_regex_search(cnn):
 def test_tensor_filter_matching_nothing_is_an_error(cnn):
     with pytest.raises(ValueError, match="no float activation matches --tensors 'nothing'"):
         _source(cnn[0], tensors="nothing")
+    with pytest.raises(ValueError, match=r"bad --tensors regular expression '\('"):
+        _source(cnn[0], tensors="(")
+
+
+def test_inputs_alone_need_no_onnxruntime_run(cnn, rng):
+    x = rng.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    (got,) = _source(cnn[0], tensors="^x$").run([{"x": x}])
+    assert list(got) == ["x"]
+    assert got["x"] is x
 
 
 def test_two_float_inputs_and_an_int_input(rng):
