@@ -225,6 +225,8 @@ def _preprocess_from_args(args):  # -> str | ImagePreprocess | None
 
 def _cmd_calibrate_onnx(args) -> int:
     """Calibrate an ONNX model on the CPU (onnxruntime) and write the cache and statistics."""
+    from pathlib import Path
+
     from .calibrate import (
         calibrate_onnx,
         format_amax_table,
@@ -235,6 +237,10 @@ def _cmd_calibrate_onnx(args) -> int:
     if not args.data:
         msg = f"{args.source}: an ONNX model needs calibration inputs: --data DATA"
         raise CalibkitError(msg)
+    for path in (args.output, args.save_histograms):
+        if path and not Path(path).resolve().parent.is_dir():  # fail now, not after the run
+            msg = f"cannot write {path}: folder {Path(path).parent} does not exist"
+            raise CalibkitError(msg)
     try:
         result = calibrate_onnx(
             args.source,

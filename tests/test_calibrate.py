@@ -202,6 +202,13 @@ def test_cli_calibrate_without_data(cnn, tmp_path, capsys):
     assert "an ONNX model needs calibration inputs: --data DATA" in capsys.readouterr().err
 
 
+def test_cli_calibrate_checks_the_output_folder_first(cnn, tmp_path, capsys):
+    assert _cli_calibrate(cnn, tmp_path / "missing" / "m.cache") == 1
+    assert "folder" in capsys.readouterr().err
+    assert _cli_calibrate(cnn, tmp_path / "m.cache", "--save-histograms", "nope/s.npz") == 1
+    assert "cannot write nope/s.npz: folder nope does not exist" in capsys.readouterr().err
+
+
 def test_cli_calibrate_data_error_is_one_line(cnn, tmp_path, capsys):
     np.save(tmp_path / "wrong.npy", np.zeros((2, 3, 5, 5), np.float32))
     argv = ["calibrate", str(cnn[0]), "--data", str(tmp_path / "wrong.npy"), "--trt-version", "9.0"]
