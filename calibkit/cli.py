@@ -57,7 +57,10 @@ def _add_calibrate(sub) -> None:
     p.add_argument(
         "--save-histograms",
         metavar="STATS.npz",
-        help="also save every histogram, so 'calibkit select' can recompute other algorithms",
+        help=(
+            "where to save every histogram, so 'calibkit select' can recompute any algorithm "
+            "(default: next to the cache, OUTPUT.stats.npz)"
+        ),
     )
     p.add_argument(
         "--nan",
@@ -79,7 +82,7 @@ def _cmd_calibrate(args) -> int:
 
     from .activations import iter_recorded_batches
     from .cache import write_cache
-    from .calibrate import cache_from_amax
+    from .calibrate import cache_from_amax, default_stats_path
     from .collect import HistogramCollector
     from .selectors import compute_amax, make_selector
     from .stats import save_stats
@@ -104,7 +107,9 @@ def _cmd_calibrate(args) -> int:
             raise
         raise CalibkitError(str(err)) from err
     write_cache(args.output, cache)
-    if args.save_histograms:
+    stats = None
+    if not getattr(args, "no_save_histograms", False):
+        stats = args.save_histograms or default_stats_path(args.output)
         settings = {
             "source": str(args.source),
             "algorithm": selector.spec,
@@ -112,10 +117,11 @@ def _cmd_calibrate(args) -> int:
             "num_bins": args.num_bins,
             "num_batches": collector.n_batches_,
         }
-        save_stats(args.save_histograms, collector.histograms_, settings=settings)
+        save_stats(stats, collector.histograms_, settings=settings)
     print(
         f"{args.output}: {len(amax)} tensors from {collector.n_batches_} batches "
         f"({selector.spec}, {cache.to_bytes().splitlines()[0].decode()})"
+        + (f"; statistics in {stats}" if stats else "")
     )
     return 0
 

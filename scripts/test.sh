@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ruff check calibkit tests benchmarks examples
-ruff format --check calibkit tests benchmarks examples
+ruff check calibkit tests benchmarks examples scripts
+ruff format --check calibkit tests benchmarks examples scripts
 python -m pytest -q
 NUMBA_DISABLE_JIT=1 python -m pytest -q \
     tests/test_kernels.py tests/test_histogram.py tests/test_fidelity.py

@@ -23,6 +23,15 @@ def test_bundled_example_reproduces_tensorrt(example, tmp_path, capsys):
     assert main([*argv, "-o", str(out)]) == 0
     assert out.read_bytes() == (example / "tensorrt.cache").read_bytes()
     assert "2 tensors from 10 batches" in capsys.readouterr().out
+    stats = ck.load_stats(tmp_path / "out.stats.npz")  # saved next to the cache by default
+    assert list(stats.histograms) == list(read_cache(out).scales)
+
+
+def test_no_save_histograms(example, tmp_path):
+    out = tmp_path / "out.cache"
+    argv = ["calibrate", str(example / "activations.npz"), "--trt-version", "7.0.0"]
+    assert main([*argv, "-o", str(out), "--no-save-histograms"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.cache"]
 
 
 @pytest.mark.parametrize(
