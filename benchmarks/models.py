@@ -102,6 +102,11 @@ def cache_dir() -> Path:
 
 def _export_atomically(path: Path, export) -> Path:
     """Call ``export(tmp_path)`` and move the result to `path` (same folder, then os.replace)."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as err:
+        msg = f"{path} is not exported yet and torch is missing: bash benchmarks/prepare_models.sh"
+        raise ModuleNotFoundError(msg) from err
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".onnx", dir=path.parent)
     os.close(fd)
