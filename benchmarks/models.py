@@ -115,6 +115,7 @@ def _export_atomically(path: Path, export) -> Path:
         import onnx
 
         onnx.checker.check_model(tmp, full_check=True)
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; the cache is shared
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
