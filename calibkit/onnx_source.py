@@ -2,9 +2,11 @@
 
 TensorRT calibrates every float tensor of the network it builds from the ONNX graph, and names
 each after the ONNX tensor. The source therefore yields, per input batch, every float tensor of
-the graph *as given* that depends on the input data: the graph inputs and the node outputs.
-It skips integer and bool tensors, initializers and Constant outputs, and "shape arithmetic"
-(tensors computed only from ``Shape``/``Size`` outputs and constants, which TensorRT folds).
+the graph *as given* that TensorRT computes per batch: the graph inputs and the node outputs
+that depend on the input values, or on the input shapes together with a weight tensor (position
+embeddings gathered up to the sequence length). It skips integer and bool tensors, initializers
+and tensors computed from weights only (constants), and "shape arithmetic" (tensors computed
+from ``Shape``/``Size`` outputs and scalars only, which TensorRT folds).
 
 To read intermediate tensors, each one is added as a graph output, typed by ONNX shape
 inference where it knows the type (otherwise onnxruntime types it when it loads the model).
@@ -317,27 +319,60 @@ def _subgraph_names(node) -> set[str]:
     return names
 
 
-def _data_tensors(graph) -> list[str]:
-    """Return graph inputs and node outputs that depend on the input data, in graph order.
+def _weight_names(graph) -> set[str]:
+    """Return the float initializers and Constant outputs with more than one element."""
 
-    A tensor is data if a node reading data produced it; Shape/Size outputs are not data.
-    Repeated to a fixed point, so a graph that is not topologically sorted works too.
+    def is_weight(t) -> bool:
+        return t.data_type in _FLOAT_ELEM_TYPES and int(np.prod(t.dims)) > 1
+
+    names = {t.name for t in graph.initializer if is_weight(t)}
+    for node in graph.node:
+        values = [a.t for a in node.attribute if a.name == "value" and a.HasField("t")]
+        if node.op_type == "Constant" and values and is_weight(values[0]):
+            names.update(node.output)
+    return names
+
+
+def _spread(graph, seeds: set[str], *, through_shape_ops: bool) -> set[str]:
+    """Return `seeds` plus every node output that (transitively) reads one of them.
+
+    Shape/Size outputs are left out unless `through_shape_ops`. Repeated to a fixed point, so a
+    graph that is not topologically sorted works too.
     """
-    initializers = {init.name for init in graph.initializer}
-    data = {value.name for value in graph.input if value.name not in initializers}
+    reached = set(seeds)
     changed = True
     while changed:
         changed = False
         for node in graph.node:
-            if node.op_type in _SHAPE_OPS and node.domain in ("", "ai.onnx"):
+            if (
+                not through_shape_ops
+                and node.op_type in _SHAPE_OPS
+                and node.domain in ("", "ai.onnx")
+            ):
                 continue
-            reads = set(node.input) | _subgraph_names(node)
-            new = [out for out in node.output if out and out not in data]
-            if new and reads & data:
-                data.update(new)
+            new = [out for out in node.output if out and out not in reached]
+            if new and (set(node.input) | _subgraph_names(node)) & reached:
+                reached.update(new)
                 changed = True
-    ordered = [value.name for value in graph.input if value.name in data]
-    ordered += [out for node in graph.node for out in node.output if out in data]
+    return reached
+
+
+def _data_tensors(graph) -> list[str]:
+    """Return the graph inputs and node outputs TensorRT computes per batch, in graph order.
+
+    That is every tensor that depends on the input values, plus every tensor that depends on
+    the input shapes *and* reads a weight tensor (e.g. position embeddings gathered up to the
+    sequence length). Tensors computed from shapes and scalars only are shape arithmetic;
+    tensors computed from weights only are constants: neither is calibrated.
+    """
+    initializers = {init.name for init in graph.initializer}
+    inputs = {value.name for value in graph.input if value.name not in initializers}
+    values = _spread(graph, inputs, through_shape_ops=False)
+    shaped = _spread(graph, inputs, through_shape_ops=True)
+    weighted = _spread(graph, _weight_names(graph), through_shape_ops=False)
+    keep = values | (shaped & weighted)
+    ordered = [value.name for value in graph.input if value.name in keep]
+    ordered += [out for node in graph.node for out in node.output if out in keep]
     return list(dict.fromkeys(ordered))
 
 

@@ -173,6 +173,36 @@ def test_inputs_alone_need_no_onnxruntime_run(cnn, rng):
     assert got["x"] is x
 
 
+def test_weights_gathered_up_to_an_input_length_are_activations(rng):
+    # position embeddings: E[:seq] depends on the input's shape and reads a weight tensor, so
+    # TensorRT computes it per batch; seq * 0.5 is shape arithmetic and is not calibrated
+    table = rng.normal(size=(10, 3)).astype(np.float32)
+    inits = [
+        numpy_helper.from_array(table, "E"),
+        numpy_helper.from_array(np.array(1, np.int64), "one"),
+        numpy_helper.from_array(np.array(0, np.int64), "zero"),
+        numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+    ]
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "one"], ["seq"]),
+        helper.make_node("Range", ["zero", "seq", "one"], ["positions"]),
+        helper.make_node("Gather", ["E", "positions"], ["pos_emb"]),
+        helper.make_node("Cast", ["seq"], ["seq_f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["seq_f", "half"], ["half_seq"]),
+        helper.make_node("Relu", ["x"], ["relu"]),
+    ]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", "seq"])
+    outs = [
+        helper.make_tensor_value_info(n, TensorProto.FLOAT, None)
+        for n in ("pos_emb", "half_seq", "relu")
+    ]
+    source = _source(_model(nodes, [x], outs, inits))
+    assert source.tensor_names == ["x", "pos_emb", "relu"]
+    (got,) = source.run([{"x": rng.normal(size=(2, 4)).astype(np.float32)}])
+    np.testing.assert_array_equal(got["pos_emb"], table[:4])
+
+
 def test_two_float_inputs_and_an_int_input(rng):
     source = _source(make_two_inputs())
     assert [spec.name for spec in source.inputs] == ["a", "b", "ids"]
