@@ -23,3 +23,14 @@ def shared_testdata() -> Path:
     if not TESTDATA.is_dir():
         pytest.fail(f"shared test data not found at {TESTDATA}; it sits beside the checkout")
     return TESTDATA
+
+
+@pytest.fixture(params=["kernels", "reference"])
+def impl(request, monkeypatch):
+    """Run the public API on the Numba kernels, then on their pure-NumPy twins."""
+    from calibkit import _kernels, _reference
+
+    module = _kernels if request.param == "kernels" else _reference
+    monkeypatch.setattr("calibkit.histogram._impl", module)
+    monkeypatch.setattr("calibkit.selectors._impl", module)
+    return module

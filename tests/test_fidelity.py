@@ -15,7 +15,6 @@ import pytest
 from conftest import TESTDATA
 
 import calibkit as ck
-from calibkit import _kernels, _reference
 from calibkit.activations import iter_recorded_batches
 from calibkit.cache import read_cache
 from calibkit.cli import main
@@ -35,14 +34,6 @@ def test_the_triples_are_there():
 def lines(case: Path):
     expected = read_cache(case / "expected.cache")
     return [pytest.param(case, name, id=f"{case.name}:{name}") for name in expected.scales]
-
-
-@pytest.fixture(params=["kernels", "reference"])
-def impl(request, monkeypatch):
-    module = _kernels if request.param == "kernels" else _reference
-    monkeypatch.setattr("calibkit.selectors._impl", module)
-    monkeypatch.setattr("calibkit.histogram._impl", module)
-    return module
 
 
 @pytest.mark.parametrize(("case", "name"), [p for c in CASES for p in lines(c)])

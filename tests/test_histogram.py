@@ -11,19 +11,10 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import calibkit as ck
-from calibkit import _kernels, _reference
 from calibkit.histogram import fold
 
 finite32 = st.floats(-1e4, 1e4, width=32, allow_nan=False, allow_infinity=False)
 batch = arrays(np.float32, st.integers(1, 200), elements=finite32)
-
-
-@pytest.fixture(params=["kernels", "reference"])
-def impl(request, monkeypatch):
-    """Run the test against the Numba kernels and against their NumPy twins."""
-    module = _kernels if request.param == "kernels" else _reference
-    monkeypatch.setattr("calibkit.histogram._impl", module)
-    return module
 
 
 def rebin(values: np.ndarray, num_bins: int, upper: float) -> np.ndarray:

@@ -11,19 +11,9 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 import calibkit as ck
-from calibkit import _kernels, _reference
 
 TRT7000 = "trt_triples/trt7000_ec2_conv3x3_ones/activations.npz"
 CONV = "(Unnamed Layer* 0) [Convolution]_output"
-
-
-@pytest.fixture(params=["kernels", "reference"])
-def impl(request, monkeypatch):
-    """Run through the public API with the Numba kernels and with their NumPy twins."""
-    module = _kernels if request.param == "kernels" else _reference
-    monkeypatch.setattr("calibkit.selectors._impl", module)
-    monkeypatch.setattr("calibkit.histogram._impl", module)
-    return module
 
 
 @pytest.fixture(scope="module")
