@@ -168,7 +168,7 @@ def _add_calibrate_onnx(sub) -> None:
         "--max-tensors-per-run",
         type=int,
         metavar="N",
-        help="expose at most N tensors per onnxruntime run (less memory, N-fold runs)",
+        help="read at most N tensors per onnxruntime run (less memory; one run per group)",
     )
     g.add_argument(
         "--optimization",
