@@ -371,6 +371,9 @@ class DataSource:
         index, seen = 0, 0
         for batch, where in self._batches():
             if self.max_samples is not None and seen + _count(batch) > self.max_samples:
+                if self._static_batch() is not None:
+                    self._warn_unused(self.max_samples - seen)
+                    break
                 batch = {k: v[: self.max_samples - seen] for k, v in batch.items()}
             if not _count(batch):
                 break
@@ -379,6 +382,17 @@ class DataSource:
             index, seen = index + 1, seen + _count(batch)
             if self.max_samples is not None and seen >= self.max_samples:
                 break
+
+    def _static_batch(self) -> int | None:
+        return next((s.static_batch for s in self.inputs if s.static_batch), None)
+
+    def _warn_unused(self, n: int) -> None:
+        logger.warning(
+            "%s: the last %d sample(s) are not used: the model's batch size is fixed at %d",
+            self.description,
+            n,
+            self._static_batch(),
+        )
 
     def _batches(self) -> Iterator[tuple[dict[str, np.ndarray], str]]:
         """Re-cut the reader's chunks into batches of exactly `batch_size` samples."""
@@ -394,14 +408,8 @@ class DataSource:
                 batch, pending, n_pending = _take(pending, self.batch_size, where)
                 yield batch, where
         if n_pending:
-            static = next((s.static_batch for s in self.inputs if s.static_batch), None)
-            if static is not None:
-                logger.warning(
-                    "%s: the last %d sample(s) are not used: the model's batch size is fixed at %d",
-                    self.description,
-                    n_pending,
-                    static,
-                )
+            if self._static_batch() is not None:
+                self._warn_unused(n_pending)
                 return
             batch, _, _ = _take(pending, n_pending, where)
             yield batch, where

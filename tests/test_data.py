@@ -176,6 +176,15 @@ def test_fixed_batch_model_sets_the_batch_size_and_reports_leftovers(rng, tmp_pa
     assert "the last 2 sample(s) are not used: the model's batch size is fixed at 4" in caplog.text
 
 
+def test_fixed_batch_model_with_max_samples_uses_whole_batches(rng, tmp_path, caplog):
+    spec = InputSpec("x", F32, (4, 3, 8, 8))
+    np.save(tmp_path / "x.npy", _samples(rng, 20))
+    with caplog.at_level(logging.WARNING, logger="calibkit.data"):
+        batches = list(open_data(tmp_path / "x.npy", [spec], max_samples=10))
+    assert [len(b["x"]) for b in batches] == [4, 4]
+    assert "the last 2 sample(s) are not used" in caplog.text
+
+
 def test_batch_size_conflicting_with_the_model(rng, tmp_path):
     np.save(tmp_path / "x.npy", _samples(rng, 4))
     with pytest.raises(DataError, match="batch size 2 given, but the model's batch size is fixed"):
