@@ -114,6 +114,12 @@ def _export_atomically(path: Path, export) -> Path:
         export(Path(tmp))
         import onnx
 
+        # Drop the exporter's per-node stack traces (they hold this checkout's paths), so the
+        # same torch and package versions give the same bytes (and sha256) on every machine.
+        model = onnx.load(tmp)
+        for node in model.graph.node:
+            del node.metadata_props[:]
+        onnx.save(model, tmp)
         onnx.checker.check_model(tmp, full_check=True)
         os.chmod(tmp, 0o644)  # mkstemp makes the file private; the cache is shared
         os.replace(tmp, path)
