@@ -30,7 +30,13 @@ import numpy as np
 
 from . import __version__
 from ._optional import require
-from .cache import LEGACY_ALGORITHM, CalibrationCache, hex_from_scale, write_cache
+from .cache import (
+    LEGACY_ALGORITHM,
+    CalibrationCache,
+    hex_from_scale,
+    parse_trt_version,
+    write_cache,
+)
 from .collect import HistogramCollector
 from .histogram import Histogram
 from .scale import scale_from_amax
@@ -171,8 +177,8 @@ def _sha256(path: Path) -> str:
 class _Feed:
     """Pass input batches through, counting them and tracking input value ranges."""
 
-    def __init__(self, batches: Iterable[Mapping[str, np.ndarray]], bar) -> None:
-        self.batches, self.bar = batches, bar
+    def __init__(self, batches: Iterable[Mapping[str, np.ndarray]], bar, description: str) -> None:
+        self.batches, self.bar, self.description = batches, bar, description
         self.ranges: dict[str, InputRange] = {}
         self.num_batches = self.num_samples = 0
 
@@ -181,6 +187,8 @@ class _Feed:
             for name, x in batch.items():
                 self.ranges.setdefault(name, InputRange(name)).update(np.asarray(x))
             n = len(next(iter(batch.values()))) if batch else 0
+            if self.num_batches == 0:  # warn before the run, not after it
+                _warn_on_raw_pixels(self.ranges, self.description)
             yield batch
             # the consumer asks for the next batch only once this one is collected
             self.num_batches += 1
@@ -266,7 +274,7 @@ def calibrate_onnx(
     tqdm = require("tqdm", "The calibration progress bar").tqdm
     shown = None if progress else True  # None: tqdm shows the bar only on a terminal
     with tqdm(total=data.num_samples, unit="sample", disable=shown, file=sys.stderr) as bar:
-        feed = _Feed(data, bar)
+        feed = _Feed(data, bar, data.description)
         for activations in source.run(feed):
             t0 = time.perf_counter()
             collector.update(activations)
@@ -275,7 +283,6 @@ def calibrate_onnx(
     if not feed.num_samples:
         msg = f"{data.description}: no calibration samples"
         raise ValueError(msg)
-    _warn_on_raw_pixels(feed.ranges, data.description)
     t0 = time.perf_counter()
     amax = compute_amax(collector.histograms_, selector)
     select_seconds = time.perf_counter() - t0
@@ -284,7 +291,7 @@ def calibrate_onnx(
     settings = {
         "algorithm": selector.spec,
         "num_bins": num_bins,
-        "trt_version": None if trt_version is None else ".".join(map(str, cache.version or ())),
+        "trt_version": None if trt_version is None else _version_text(trt_version),
         "data": data.description,
         "batch_size": data.batch_size,
         "num_samples": feed.num_samples,
@@ -307,6 +314,10 @@ def calibrate_onnx(
         "total": time.perf_counter() - start,
     }
     return CalibrationResult(collector.histograms_, amax, cache, settings, feed.ranges, seconds)
+
+
+def _version_text(version) -> str:  # str or tuple, as parse_trt_version takes
+    return ".".join(map(str, parse_trt_version(version)))
 
 
 def _version_of(module: str) -> str | None:

@@ -126,6 +126,9 @@ def test_bad_arguments_fail_before_the_model_runs(cnn):
 def test_legacy_needs_no_version(cnn):
     result = calibrate_onnx(cnn[0], cnn[1], algorithm="legacy:0.999:1", num_threads=1)
     assert result.cache.algorithm == "LegacyCalibration"
+    assert result.settings["trt_version"] is None
+    given = calibrate_onnx(cnn[0], cnn[1], algorithm="legacy", trt_version="8.6", num_threads=1)
+    assert given.settings["trt_version"] == "8.6.0"  # kept for `select` with other algorithms
     assert result.cache.legacy.quantile == 0.999
 
 
