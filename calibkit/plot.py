@@ -113,13 +113,18 @@ def plot_ratios(comparison: Comparison, *, size=None, label_limit: int = 60) -> 
     ax = fig.add_subplot()
     x = np.arange(n)
     colors = _colors(comparison.algorithms)
+    drawn: list[np.ndarray] = []
     for alg in comparison.algorithms:
         y = np.array([table[t][alg].ratio for t in names], dtype=np.float64)
         if alg == "minmax":
             ax.axhline(1.0, color=colors[alg], linewidth=1, label="minmax (= 1)")
             continue
         y = np.where(np.isfinite(y) & (y > 0), y, np.nan)
-        ax.plot(x, y, marker="o", markersize=3, linewidth=0.8, color=colors[alg], label=alg)
+        # A series equal to one already drawn (entropy = entropy2) would hide it: dash it.
+        same = any(np.array_equal(y, d, equal_nan=True) for d in drawn)
+        style = {"linestyle": "--", "marker": "x"} if same else {"marker": "o"}
+        ax.plot(x, y, markersize=3, linewidth=0.8, color=colors[alg], label=alg, **style)
+        drawn.append(y)
     ax.set_yscale("log")
     ax.set_ylabel("amax / max |x|  (log)")
     ax.set_xlabel("tensor (network order)")

@@ -54,8 +54,8 @@ class TensorStability:
 
     ``amax`` and ``two_pass_amax`` have shape ``(len(batch_sizes), num_orders)``.
     ``spread`` is ``(max - min) / median`` of `amax` over all runs; ``order_spread`` the
-    largest such spread among runs of one batch size (order alone); ``batch_spread`` the spread
-    of the per-batch-size medians (batch size alone).
+    largest ``max - min`` among runs of one batch size (order alone) and ``batch_spread`` the
+    ``max - min`` of the per-batch-size medians (batch size alone), both over the same median.
     """
 
     name: str
@@ -179,11 +179,12 @@ def _pct(value: float) -> str:
     return "-" if not math.isfinite(value) else f"{100 * value:.1f}%"
 
 
-def _spread(values: np.ndarray) -> float:
+def _spread(values: np.ndarray, median: float | None = None) -> float:
+    """Return ``(max - min) / median`` (the median of `values` unless given)."""
     v = np.asarray(values, dtype=np.float64).ravel()
     if not np.isfinite(v).all():
         return math.nan
-    med = float(np.median(v))
+    med = float(np.median(v)) if median is None else median
     if med == 0:
         return 0.0 if v.max() == v.min() else math.inf
     return float((v.max() - v.min()) / med)
@@ -277,14 +278,15 @@ def stability(
                 amax[i, j] = selector.select(_run(x, order, b, streaming))
                 two[i, j] = selector.select(_run(x, order, b, fixed))
         spread = _spread(amax)
+        med = float(np.median(amax))  # one denominator, so the three spreads compare
         tensors[name] = TensorStability(
             name=name,
             max_abs=max_abs,
             amax=amax,
             two_pass_amax=two,
             spread=spread,
-            order_spread=max(_spread(row) for row in amax),
-            batch_spread=_spread(np.median(amax, axis=1)),
+            order_spread=max(_spread(row, med) for row in amax),
+            batch_spread=_spread(np.median(amax, axis=1), med),
             two_pass_spread=_spread(two),
             unstable=not spread <= threshold,
         )

@@ -46,6 +46,8 @@ def test_runs_match_a_manual_replay(rng):
     assert t.max_abs == float(np.abs(x).max())
     lo, hi, med = t.amax.min(), t.amax.max(), np.median(t.amax)
     assert t.spread == pytest.approx((hi - lo) / med)
+    assert t.order_spread == pytest.approx(max(np.ptp(row) for row in t.amax) / med)
+    assert t.batch_spread == pytest.approx(np.ptp(np.median(t.amax, axis=1)) / med)
     assert t.unstable == (t.spread > 0.05)
 
 
