@@ -300,16 +300,12 @@ class _Graph:
         self.constants = set(self.initializers)
         self.producer: dict[str, Any] = {}
         self.order: dict[str, int] = {}
-        self.consumers: dict[str, list] = {}
         for i, node in enumerate(self.nodes):
             if node.op_type == "Constant":
                 self.constants.update(node.output)
             for out in node.output:
                 self.producer[out] = node
                 self.order[out] = i
-            for inp in node.input:
-                if inp:
-                    self.consumers.setdefault(inp, []).append(node)
         self.graph_inputs = {i.name for i in graph.input} - set(self.initializers)
         self.elem_type: dict[str, int] = {}
         try:
@@ -359,6 +355,9 @@ def _activation_requests(node, g: _Graph) -> tuple[list[str], str | None]:
         acts = [t for t in inputs[:2] if g.is_activation(t)]
         if not acts:
             return [], "both inputs are constants"
+        folded = [t for t in inputs[:2] if t in g.constants and t not in g.initializers]
+        if folded:
+            return [], f"weight '{folded[0]}' is a Constant node output, not an initializer"
         if op == "Gemm" and inputs[0] not in acts:
             return [], "input A is a constant; only B may be a weight"
         return acts, None
@@ -402,10 +401,10 @@ def _missing_reason(name: str, g: _Graph, scales: Mapping[str, float]) -> tuple[
 
 
 def _unused_reason(name: str, g: _Graph) -> str:
-    if name in g.producer or name in g.graph_inputs:
-        return "not read by a quantized op (no Q/DQ needed; scale kept only in the cache)"
     if name in g.constants:
         return "a constant of the model (weights get per-channel scales instead)"
+    if name in g.producer or name in g.graph_inputs:
+        return "not read by a quantized op (no Q/DQ needed; scale kept only in the cache)"
     if _INTERNAL_NAME.search(name):
         return "not a tensor of the model: a TensorRT-internal layer output (no ONNX name)"
     return "not a tensor of the model (renamed by TensorRT or from another export?)"

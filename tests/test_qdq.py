@@ -192,6 +192,17 @@ def test_add_without_weighted_producer_or_with_bias_is_skipped():
     assert "bias" in report.skipped_nodes["bias_add"]
 
 
+def test_weight_from_a_constant_node_is_not_half_quantized():
+    const = helper.make_node(
+        "Constant", [], ["c"], "const", value=numpy_helper.from_array(np.eye(2, dtype=np.float32))
+    )
+    node = helper.make_node("MatMul", ["x", "c"], ["y"], "mm")
+    model = _model([const, node], [("x", [1, 2])], [("y", 2)])
+    qdq, report = to_qdq(model, {"x": 0.1})
+    assert not _nodes(qdq, "QuantizeLinear")
+    assert "Constant node" in report.skipped_nodes["mm"]
+
+
 @pytest.mark.parametrize(
     ("value", "reason"),
     [(0.0, "is 0"), (np.inf, "is inf"), (np.nan, "is NaN"), (None, "missing")],
