@@ -1,4 +1,4 @@
-"""How closely do calibkit's Q/DQ models agree with FP32? (EfficientNet-Lite0 and MiniLM)
+"""How closely do calibkit's Q/DQ models agree with FP32? (Fashion-MNIST, EfficientNet, MiniLM)
 
 Calibrates each real model with calibkit on the CPU (histograms of every activation over the
 calibration inputs, entropy2 unless told otherwise), writes the Q/DQ model with
@@ -10,9 +10,11 @@ by 16 (coarse steps) and divided by 16 (heavy clipping), the calibrated model wi
 Q/DQ (to separate activation from weight error), and other selectors on the same histograms
 (``--also``; default entropy2 with bin 0 emptied, minmax, percentile:99.99).
 
-    python -m benchmarks.qdq_agreement                       # both models, default sizes
+    python -m benchmarks.qdq_agreement                       # all three models, default sizes
     python -m benchmarks.qdq_agreement --model efficientnet --calib 64 --eval 64
 
+Fashion-MNIST (the bundled CNN, labelled): accuracy on test.npz and top-1 agreement with FP32,
+also with Concat inputs quantized (``--op-types`` + Concat).
 EfficientNet: top-1 agreement with FP32, mean logit cosine, mean softmax KL(FP32 || Q/DQ).
 MiniLM: mean and minimum embedding cosine with FP32, and recall@1 / MRR of a 77-pair retrieval
 task (pydoc topic title -> first paragraph) for FP32 and each Q/DQ variant.
@@ -25,13 +27,14 @@ import os
 import re
 import time
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
 import numpy as np
 
 from benchmarks import models
 from calibkit.collect import HistogramCollector
 from calibkit.onnx_source import OnnxActivationSource
-from calibkit.qdq import to_qdq
+from calibkit.qdq import DEFAULT_OP_TYPES, to_qdq
 from calibkit.scale import scale_from_amax
 from calibkit.selectors import compute_amax, make_selector
 
@@ -150,6 +153,29 @@ def efficientnet(
     return results
 
 
+def fashion(algorithm: str = "entropy2", others: Iterable[str] = ()) -> dict:
+    """Return {variant: {"accuracy", "top1"}} for the bundled Fashion-MNIST CNN (labelled)."""
+    folder = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist"
+    path = folder / "model.onnx"
+    calib = np.load(folder / "calib.npz")["image"]
+    test = np.load(folder / "test.npz")
+    x, labels = test["image"].astype(np.float32) / np.float32(255), test["label"]
+    hists = collect_histograms(path, ({"image": calib[i : i + 100]} for i in range(0, 500, 100)))
+    feeds = [{"image": x[i : i + 500]} for i in range(0, len(x), 500)]
+    ref = run_batches(session(path), feeds)
+    results = {"fp32": {"accuracy": float(np.mean(ref.argmax(1) == labels)), "top1": 1.0}}
+    qdq_models, _ = variants(path, hists, algorithm, others)
+    concat, _ = to_qdq(path, scales_for(hists, algorithm), op_types=(*DEFAULT_OP_TYPES, "Concat"))
+    qdq_models[f"{algorithm}, + Concat inputs"] = concat.SerializeToString()
+    for name, model in qdq_models.items():
+        got = run_batches(session(model), feeds).argmax(1)
+        results[name] = {
+            "accuracy": float(np.mean(got == labels)),
+            "top1": float(np.mean(got == ref.argmax(1))),
+        }
+    return results
+
+
 def minilm(
     n_calib: int = 128, n_eval: int = 128, algorithm: str = "entropy2", others: Iterable[str] = ()
 ) -> dict:
@@ -193,7 +219,9 @@ def _table(title: str, results: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", choices=["efficientnet", "minilm", "all"], default="all")
+    parser.add_argument(
+        "--model", choices=["fashion", "efficientnet", "minilm", "all"], default="all"
+    )
     parser.add_argument("--calib", type=int, help="calibration inputs (default 64 / 128)")
     parser.add_argument("--eval", type=int, help="held-aside inputs (default 64 / 128)")
     parser.add_argument("--algorithm", default="entropy2", help="calibkit selector spec")
@@ -204,6 +232,10 @@ def main(argv: list[str] | None = None) -> int:
         help="further selector specs to compare (calibrated scales only)",
     )
     args = parser.parse_args(argv)
+    if args.model in ("fashion", "all"):
+        print("Fashion-MNIST CNN (examples/fashion_mnist)")
+        res = fashion(args.algorithm, args.also)
+        _table("Fashion-MNIST CNN: accuracy on 2000 labelled test images", res)
     if args.model in ("efficientnet", "all"):
         print("EfficientNet-Lite0")
         res = efficientnet(args.calib or 64, args.eval or 64, args.algorithm, args.also)
