@@ -783,9 +783,14 @@ def _cmd_qdq_to_cache(args: argparse.Namespace) -> int:
     from .qdq import save_model
     from .qdq_reverse import qdq_to_cache
 
-    cache, float_model = qdq_to_cache(
-        args.model, trt_version=args.trt_version, algorithm=args.algorithm
-    )
+    try:
+        cache, float_model = qdq_to_cache(
+            args.model, trt_version=args.trt_version, algorithm=args.algorithm
+        )
+    except ValueError as err:
+        if isinstance(err, CalibkitError):
+            raise
+        raise CalibkitError(str(err)) from err
     write_cache(args.output, cache)
     sys.stdout.write(f"{args.output}: {len(cache.scales)} activation scales ({cache.algorithm})\n")
     if args.float_model is not None:

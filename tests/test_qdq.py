@@ -450,6 +450,12 @@ def test_cli_errors(tmp_path, rng, capsys):
         == 1
     )
     assert "cannot be read as an ONNX model" in capsys.readouterr().err
+    onnx.save(to_qdq(_residual_model(rng), {"x": 0.1})[0], tmp_path / "q.onnx")
+    back = ["qdq-to-cache", str(tmp_path / "q.onnx"), "-o", str(tmp_path / "c.cache")]
+    assert main([*back, "--trt-version", "11.0"]) == 1
+    assert "reads no calibration cache" in capsys.readouterr().err
+    assert main([*back, "--trt-version", "8.6", "--algorithm", "Entropy3"]) == 1
+    assert "unknown algorithm 'Entropy3'" in capsys.readouterr().err
 
 
 # -- the shared real TensorRT caches with their ONNX models ------------------------------------
