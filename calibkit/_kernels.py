@@ -19,7 +19,6 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 _njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
-_njit_parallel = functools.partial(_njit, parallel=True)
 
 # Grouping codes shared with _reference.py and selectors.py.
 GROUP_PROPORTIONAL = 0  # bin j of i kept bins -> level floor(nq * j / i)  (TensorRT, candidate A)
@@ -98,90 +97,86 @@ def _level_bounds(i, nq, grouping, bounds):
 
 @_njit
 def _prefix_sums(counts):
-    """Prefix sums of counts, of non-empty bins and of h ln h; ln of every possible width."""
+    """Prefix sums of counts, of non-empty bins and of h ln h."""
     nbins = counts.size
     csum = np.zeros(nbins + 1, np.float64)
     cnz = np.zeros(nbins + 1, np.int64)
     clogc = np.zeros(nbins + 1, np.float64)
-    logn = np.zeros(nbins + 1, np.float64)
     for j in range(nbins):
         h = np.float64(counts[j])
         csum[j + 1] = csum[j] + h
         cnz[j + 1] = cnz[j] + (1 if counts[j] > 0 else 0)
         clogc[j + 1] = clogc[j] + (h * np.log(h) if h > 0 else 0.0)
-        logn[j + 1] = np.log(np.float64(j + 1))
-    return csum, cnz, clogc, logn
+    return csum, cnz, clogc
 
 
-@_njit_parallel
+@_njit
+def _level_term(csum, cnz, lo, hi, spread_nonzero):
+    """Return c ln(c / width) for the level [lo, hi), its share of sum P ln Q (0 if empty)."""
+    c = csum[hi] - csum[lo]
+    if c <= 0:
+        return 0.0
+    width = (cnz[hi] - cnz[lo]) if spread_nonzero else (hi - lo)
+    return c * np.log(c / width)
+
+
+@_njit
 def kl_sweep_fast(counts, start, stop, nq, grouping, spread_nonzero, normalize_total):
     """KL(P||Q) for every candidate i in [start, stop] (integer groupings, no smoothing).
 
     Closed form per level instead of per bin: with P and Q unnormalised counts,
     D = (sum_P P ln P - sum_P P ln Q) / N + ln(qn / N), where qn is Q's normaliser (N, the
-    total count, or the kept sum), and each level contributes c ln(c / width) to sum P ln Q.
-    Prefix sums make each candidate O(nq); a level whose bounds did not move since the
-    previous candidate reuses its term. Candidates are split into chunks run in parallel.
-    Returns an array d of length stop + 1 with d[i] the divergence (inf where undefined).
+    total count, or the kept sum), and each level [lo, hi) adds c ln(c / width) to sum P ln Q.
+    A level depends only on (lo, hi), and levels are at most ceil(stop / nq) bins wide, so the
+    terms are tabulated once (~17k logarithms for 2048 bins) and each candidate is O(nq)
+    additions. Returns d of length stop + 1, d[i] the divergence (inf where undefined).
     """
-    csum, cnz, clogc, logn = _prefix_sums(counts)
-    total = csum[counts.size]
+    csum, cnz, clogc = _prefix_sums(counts)
+    nbins = counts.size
+    total = csum[nbins]
     d = np.full(stop + 1, np.inf)
     if total <= 0 or stop < start:
         return d
-    nchunks = 8  # fixed (not the thread count): keeps the function cacheable on disk
-    span = (stop + 1 - start + nchunks - 1) // nchunks
-    for chunk in numba.prange(nchunks):
-        first = start + chunk * span
-        last = min(first + span, stop + 1)
-        prev_lo = np.full(nq, -1, np.int64)
-        prev_hi = np.full(nq, -1, np.int64)
-        term = np.zeros(nq, np.float64)  # c ln(c / width) of each level, reused while unchanged
-        for i in range(first, last):
-            outliers = total - csum[i]
-            h_last = np.float64(counts[i - 1])
-            p_last = h_last + outliers
-            # sum over P > 0 of P ln P: bins below i-1 unchanged, the last kept bin has outliers
-            a = clogc[i - 1] + (p_last * np.log(p_last) if p_last > 0 else 0.0)
-            # proportional bounds ceil(k*i/nq), tracked as quotient + remainder of k*i / nq
-            # (no division per level)
-            step_q = i // nq
-            step_r = i % nq
-            quo = 0
-            rem = 0
-            lo = 0
-            b = 0.0
-            q_last = 0.0
-            for k in range(nq):
-                if k == nq - 1:
-                    hi = i
-                elif grouping == 1:
-                    hi = (k + 1) * step_q
-                else:
-                    quo += step_q
-                    rem += step_r
-                    if rem >= nq:
-                        rem -= nq
-                        quo += 1
-                    hi = quo + (1 if rem > 0 else 0)
-                if lo != prev_lo[k] or hi != prev_hi[k]:
-                    prev_lo[k] = lo
-                    prev_hi[k] = hi
-                    c = csum[hi] - csum[lo]
-                    width = (cnz[hi] - cnz[lo]) if spread_nonzero else (hi - lo)
-                    term[k] = c * (np.log(c) - logn[width]) if c > 0 else 0.0
-                b += term[k]
-                if k == nq - 1 and hi > lo:
-                    c = csum[hi] - csum[lo]
-                    width = (cnz[hi] - cnz[lo]) if spread_nonzero else (hi - lo)
-                    q_last = c / width if c > 0 else 0.0
-                lo = hi
-            if outliers > 0:
-                if q_last <= 0 or (h_last <= 0 and spread_nonzero):
-                    continue  # Q = 0 < P in the last kept bin: infinite divergence
-                b += outliers * np.log(q_last)
-            qn = total if normalize_total else csum[i]
-            d[i] = (a - b) / total + np.log(qn / total)
+    maxw = (stop + nq - 1) // nq  # widest level except the last (kept apart for floor grouping)
+    table = np.zeros((nbins + 1, maxw + 1), np.float64)
+    for w in range(1, maxw + 1):
+        # a level w bins wide occurs only for i < nq * (w + 1), so it starts below i - w
+        for lo in range(min(nbins - w, nq * (w + 1) - w) + 1):
+            table[lo, w] = _level_term(csum, cnz, lo, lo + w, spread_nonzero)
+    for i in range(start, stop + 1):
+        outliers = total - csum[i]
+        h_last = np.float64(counts[i - 1])
+        p_last = h_last + outliers
+        # sum over P > 0 of P ln P: bins below i-1 unchanged, the last kept bin holds outliers
+        a = clogc[i - 1] + (p_last * np.log(p_last) if p_last > 0 else 0.0)
+        # proportional bounds ceil(k*i/nq), tracked as quotient + remainder of k*i / nq
+        step_q = i // nq
+        step_r = i % nq
+        quo = 0
+        rem = 0
+        lo = 0
+        b = 0.0
+        for k in range(nq - 1):
+            if grouping == 1:
+                hi = (k + 1) * step_q
+            else:
+                quo += step_q
+                rem += step_r
+                if rem >= nq:
+                    rem -= nq
+                    quo += 1
+                hi = quo + (1 if rem > 0 else 0)
+            b += table[lo, hi - lo]
+            lo = hi
+        b += _level_term(csum, cnz, lo, i, spread_nonzero)  # the last level, up to bin i - 1
+        if outliers > 0:
+            c = csum[i] - csum[lo]
+            width = (cnz[i] - cnz[lo]) if spread_nonzero else (i - lo)
+            if c <= 0 or (h_last <= 0 and spread_nonzero):
+                continue  # Q = 0 < P in the last kept bin: infinite divergence
+            b += outliers * np.log(c / width)
+        qn = total if normalize_total else csum[i]
+        d[i] = (a - b) / total + np.log(qn / total)
     return d
 
 

@@ -132,3 +132,28 @@ def test_threading_layer_defaults_to_workqueue():
     import numba
 
     assert numba.config.THREADING_LAYER == "workqueue"
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    data=st.data(),
+    log_bins=st.integers(4, 9),
+    nq=st.integers(2, 16),
+    grouping=st.sampled_from([_kernels.GROUP_PROPORTIONAL, _kernels.GROUP_FLOOR]),
+    spread=st.booleans(),
+    total=st.booleans(),
+)
+def test_kl_sweep_fast_matches_reference_on_random_histograms(
+    data, log_bins, nq, grouping, spread, total
+):
+    nbins = 2**log_bins
+    nq = min(nq, nbins)
+    counts = data.draw(
+        arrays(np.int64, nbins, elements=st.integers(0, 50) | st.just(0)), label="counts"
+    )
+    start = data.draw(st.integers(nq, nbins), label="start")
+    args = (counts, start, nbins, nq, grouping, spread, total)
+    fast, slow = _kernels.kl_sweep_fast(*args), _reference.kl_sweep_fast(*args)
+    np.testing.assert_array_equal(np.isfinite(fast), np.isfinite(slow))
+    ok = np.isfinite(slow)
+    np.testing.assert_allclose(fast[ok], slow[ok], rtol=1e-9, atol=1e-12)
