@@ -266,6 +266,18 @@ def main() -> None:
         end="",
     )
     print("it would not fit beside the other jobs on this machine)")
+    per_sample = (ort_small["total"] - ort_half["total"]) / (args.baseline_samples / 2)
+    fixed = ort_small["total"] - per_sample * args.baseline_samples
+    ort_at_main = fixed + per_sample * main_run["samples"]
+    print(
+        f"   its time: {fixed:.1f} s fixed (entropy search) + {per_sample:.2f} s per sample; ",
+        end="",
+    )
+    print(
+        f"extrapolated to {main_run['samples']} samples {ort_at_main:.0f} s against calibkit's ",
+        end="",
+    )
+    print(f"measured {main_run['total']:.1f} s ({ort_at_main / main_run['total']:.1f}x)")
 
 
 def report(main_run: dict, rss_run: dict, ck_small: dict, ort_small: dict, plain: dict) -> None:
