@@ -63,7 +63,8 @@ class EntropySelector:
 
     The defaults are "candidate A" of TRT_CALIBRATION.md §1.6, the only known search that
     reproduces TensorRT's own caches bit for bit, including the non-trivial TensorRT 7.0 conv
-    tensor. For every candidate i (bins kept, ``start_bin`` ... ``num_bins``):
+    tensor. Bin 0 (exact zeros and the smallest values) is emptied first. For every candidate i
+    (bins kept, ``start_bin`` ... ``num_bins``):
     P = the first i bins with the clipped counts added to bin i-1; Q = the first i bins merged
     into ``num_quant_bins`` levels, each level's count spread over its non-empty bins; P and Q
     both divided by the total count; D(i) = sum P ln(P/Q). amax = (i* + 0.5) * upper / num_bins.
@@ -91,8 +92,11 @@ class EntropySelector:
         reimplementation; it cannot see clipping and picks heavily clipped thresholds).
     smoothing : float
         MXNet/ONNX Runtime ``smooth_distribution`` epsilon on counts (0: none, +inf where Q is 0).
-    first_bin : {"keep", "zero", "copy-next"}
-        Bin 0 as is, emptied, or replaced by bin 1 (pytorch-quantization).
+    first_bin : {"zero", "keep", "copy-next"}
+        Bin 0 emptied before the search (NVIDIA's MLPerf notes: "the first bin is discarded"),
+        kept as is, or replaced by bin 1 (pytorch-quantization). Every triple matches all three;
+        with bin 0 kept, ReLU outputs that are mostly exact zeros get clipped far below their
+        range (docs/algorithms.md).
     ties : {"first", "last"}
         Which of equal minima wins.
     threshold : {"center", "edge", "last-center"}
@@ -110,7 +114,7 @@ class EntropySelector:
     spread: str = "nonzero"
     normalization: str = "total"
     smoothing: float = 0.0
-    first_bin: str = "keep"
+    first_bin: str = "zero"
     ties: str = "first"
     threshold: str = "center"
     precision: str = "float64"
@@ -207,6 +211,7 @@ ENTROPY_PRESETS: dict[str, dict] = {
         "threshold": "edge",
     },
     "mxnet": {
+        "first_bin": "keep",
         "grouping": "floor",
         "normalization": "separate",
         "smoothing": 1e-4,

@@ -559,8 +559,10 @@ def efficientnet(agreement):
     "algorithm",
     [
         "minmax",
-        "entropy2:first_bin=zero",
-        pytest.param("entropy2", marks=pytest.mark.xfail(strict=True, reason=ENTROPY2_BIN0)),
+        "entropy2",
+        pytest.param(
+            "entropy2:first-bin=keep", marks=pytest.mark.xfail(strict=True, reason=ENTROPY2_BIN0)
+        ),
     ],
 )
 def test_efficientnet_calibrated_qdq_beats_misscaled(agreement, efficientnet, algorithm):
@@ -633,8 +635,10 @@ def fashion(agreement):
     [
         "minmax",
         "percentile:99.99",
-        "entropy2:first_bin=zero",
-        pytest.param("entropy2", marks=pytest.mark.xfail(strict=True, reason=ENTROPY2_BIN0)),
+        "entropy2",
+        pytest.param(
+            "entropy2:first-bin=keep", marks=pytest.mark.xfail(strict=True, reason=ENTROPY2_BIN0)
+        ),
     ],
 )
 def test_fashion_mnist_qdq_keeps_labelled_accuracy(agreement, fashion, algorithm):
