@@ -38,9 +38,11 @@ from .cache import (
     write_cache,
 )
 from .collect import HistogramCollector
+from .graph import Graph
 from .histogram import Histogram
 from .scale import scale_from_amax
 from .selectors import compute_amax, make_selector
+from .sharing import SharingResult, share_scales
 from .stats import Stats, load_stats, save_stats
 
 __all__ = [
@@ -121,6 +123,8 @@ class CalibrationResult:
     seconds : dict of str to float
         Wall time of ``"inference"`` (onnxruntime), ``"collect"`` (histograms), ``"select"``
         and ``"total"`` (including data loading).
+    sharing : SharingResult or None
+        Which tensors TensorRT's scale-sharing rules moved (docs/sharing.md); None if off.
     """
 
     histograms: dict[str, Histogram]
@@ -129,6 +133,7 @@ class CalibrationResult:
     settings: dict
     inputs: dict[str, InputRange] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    sharing: SharingResult | None = None
 
     def write(self, cache_path, stats_path=None, *, save_stats_file: bool = True) -> Path | None:
         """Write the cache and (by default next to it, ``model.stats.npz``) the statistics.
@@ -196,6 +201,27 @@ class _Feed:
             self.bar.update(n)
 
 
+def apply_sharing(
+    amax: Mapping[str, float],
+    graph: Graph | Mapping | None,
+    trt_version,
+    rules: str = "trt",
+) -> tuple[dict[str, float], SharingResult | None]:
+    """Give tensors the scale TensorRT's sharing rules give them (``rules="none"``: unchanged).
+
+    `graph` is the model's :class:`Graph` or its ``to_dict()`` form (saved in the statistics);
+    without one nothing moves. `rules` is ``"trt"`` (the rules of `trt_version`, see
+    :func:`calibkit.sharing.rules_for_version`), ``"none"``, or explicit rules (``"P"``, ``"P,C"``).
+    """
+    if rules == "none" or graph is None:
+        return dict(amax), None
+    if not isinstance(graph, Graph):
+        graph = Graph.from_json(graph)
+    version = None if trt_version is None else parse_trt_version(trt_version)
+    result = share_scales(graph, amax, trt_version=version, rules=rules)
+    return result.amax, result
+
+
 def calibrate_onnx(
     model: str | os.PathLike,
     data,  # path, "loader.py[:fn]", DataSource or iterable of dicts
@@ -214,6 +240,7 @@ def calibrate_onnx(
     optimization: str = "disable",
     num_threads: int | None = None,
     progress: bool = False,
+    share_scales: str = "trt",
 ) -> CalibrationResult:
     """Calibrate an ONNX model on the CPU the way TensorRT's calibrator would.
 
@@ -235,6 +262,9 @@ def calibrate_onnx(
         Passed to :class:`calibkit.onnx_source.OnnxActivationSource`.
     progress : bool
         Show a tqdm progress bar (samples/s) on stderr, when stderr is a terminal.
+    share_scales : str
+        TensorRT's scale-sharing rules for the target version (``"trt"``, the default), none
+        (``"none"``) or explicit ones (``"P"``, ``"P,C"``); see docs/sharing.md.
 
     Returns
     -------
@@ -286,6 +316,8 @@ def calibrate_onnx(
     t0 = time.perf_counter()
     amax = compute_amax(collector.histograms_, selector)
     select_seconds = time.perf_counter() - t0
+    graph = Graph.from_onnx(model)
+    amax, sharing = apply_sharing(amax, graph, trt_version, share_scales)
     cache = cache_from_amax(amax, selector, trt_version)
     path = Path(model)
     settings = {
@@ -306,6 +338,8 @@ def calibrate_onnx(
         "onnxruntime_optimization": optimization,
         "onnxruntime_version": _version_of("onnxruntime"),
         "calibkit_version": __version__,
+        "share_scales": share_scales,
+        "graph": graph.to_dict(),  # lets 'select' apply the sharing rules without the model
     }
     seconds = {
         "inference": source.inference_seconds,
@@ -313,7 +347,9 @@ def calibrate_onnx(
         "select": select_seconds,
         "total": time.perf_counter() - start,
     }
-    return CalibrationResult(collector.histograms_, amax, cache, settings, feed.ranges, seconds)
+    return CalibrationResult(
+        collector.histograms_, amax, cache, settings, feed.ranges, seconds, sharing
+    )
 
 
 def _version_text(version) -> str:  # str or tuple, as parse_trt_version takes
@@ -350,6 +386,7 @@ def select_from_stats(
     algorithm: str,
     *,
     trt_version: str | tuple[int, ...] | None = None,
+    share_scales: str | None = None,
 ) -> CalibrationCache:
     """Recompute a cache with another algorithm from saved statistics (no model run).
 
@@ -361,6 +398,9 @@ def select_from_stats(
         Selector spec, e.g. ``"minmax"`` or ``"percentile:99.99"``.
     trt_version : str or tuple, optional
         Header version; defaults to the one recorded in the statistics.
+    share_scales : str, optional
+        TensorRT's scale-sharing rules (as in :func:`calibrate_onnx`); defaults to the recorded
+        choice. They need the graph, which ``calibrate_onnx`` saves with the statistics.
 
     Raises
     ------
@@ -371,6 +411,8 @@ def select_from_stats(
     selector = make_selector(algorithm)
     version = trt_version if trt_version is not None else stats.settings.get("trt_version")
     amax = compute_amax(stats.histograms, selector)
+    rules = share_scales or stats.settings.get("share_scales", "none")
+    amax, _ = apply_sharing(amax, stats.settings.get("graph"), version, rules)
     return cache_from_amax(amax, selector, version)
 
 
@@ -380,6 +422,7 @@ def select_all(
     *,
     algorithms: Iterable[str] = ALL_ALGORITHMS,
     trt_version: str | tuple[int, ...] | None = None,
+    share_scales: str | None = None,
 ) -> dict[str, Path]:
     """Write one cache per algorithm into `folder`; returns ``{spec: path}``.
 
@@ -390,7 +433,7 @@ def select_all(
     folder.mkdir(parents=True, exist_ok=True)
     written = {}
     for spec in algorithms:
-        cache = select_from_stats(stats, spec, trt_version=trt_version)
+        cache = select_from_stats(stats, spec, trt_version=trt_version, share_scales=share_scales)
         path = folder / (make_selector(spec).spec.replace(":", "_") + ".cache")
         write_cache(path, cache)
         written[spec] = path
@@ -426,12 +469,17 @@ def format_summary(result: CalibrationResult) -> str:
     s, st = result.seconds, result.settings
     n = st["num_samples"]
     own = s["collect"] + s["select"]
-    return (
+    text = (
         f"{len(result.amax)} tensors, {n} samples in {st['num_batches']} batches of "
         f"{st['batch_size'] or 'loader size'}, {s['total']:.1f} s ({n / s['total']:.1f} samples/s):"
         f" onnxruntime {s['inference']:.1f} s, calibkit {own:.2f} s "
         f"(histograms {s['collect']:.2f} s, {st['algorithm']} {s['select']:.2f} s)"
     )
+    if result.sharing is not None:
+        moved = {rule: len(result.sharing.moved_by(rule)) for rule in result.sharing.rules}
+        detail = ", ".join(f"rule {rule}: {k}" for rule, k in moved.items()) or "no rule"
+        text += f"\nTensorRT scale sharing ({detail} tensor(s) take a neighbour's scale)"
+    return text
 
 
 def _table(rows: list[tuple[str, ...]]) -> str:

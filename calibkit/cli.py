@@ -178,6 +178,16 @@ def _add_calibrate_onnx(sub) -> None:
     )
     g.add_argument("--threads", type=int, help="onnxruntime threads (default: one per core)")
     g.add_argument(
+        "--share-scales",
+        default="trt",
+        metavar="RULES",
+        help=(
+            "TensorRT's scale sharing: trt (default: the rules of --trt-version; pooling outputs "
+            "take their input's scale, and up to 8.0 Concat inputs the output's), none, P or "
+            "P,C (docs/sharing.md)"
+        ),
+    )
+    g.add_argument(
         "--no-save-histograms",
         action="store_true",
         help="do not write the statistics (default: next to the cache, MODEL.stats.npz)",
@@ -265,6 +275,7 @@ def _cmd_calibrate_onnx(args) -> int:
             optimization=args.optimization,
             num_threads=args.threads,
             progress=not args.no_progress,
+            share_scales=args.share_scales,
         )
     except ValueError as err:  # bad arguments and data become one error line
         raise CalibkitError(str(err)) from err
@@ -313,6 +324,11 @@ def _add_select(sub) -> None:
         "--trt-version", help="TensorRT version for the header (default: the recorded one)"
     )
     p.add_argument("-o", "--output", required=True, help="cache file (a folder with --all)")
+    p.add_argument(
+        "--share-scales",
+        metavar="RULES",
+        help="trt, none, P or P,C (default: as recorded by calibrate; docs/sharing.md)",
+    )
     p.set_defaults(func=_cmd_select)
 
 
@@ -326,11 +342,21 @@ def _cmd_select(args) -> int:
         raise CalibkitError(msg)
     try:
         if args.all:
-            written = select_all(args.stats, args.output, trt_version=args.trt_version)
+            written = select_all(
+                args.stats,
+                args.output,
+                trt_version=args.trt_version,
+                share_scales=args.share_scales,
+            )
             for spec, path in written.items():
                 print(f"{spec:20s} {path}")
             return 0
-        cache = select_from_stats(args.stats, args.algorithm, trt_version=args.trt_version)
+        cache = select_from_stats(
+            args.stats,
+            args.algorithm,
+            trt_version=args.trt_version,
+            share_scales=args.share_scales,
+        )
     except ValueError as err:
         raise CalibkitError(str(err)) from err
     write_cache(args.output, cache)

@@ -127,6 +127,23 @@ class Graph:
         inputs = tuple(v.name for v in g.input if v.name not in initializers)
         return cls(nodes, inputs, tuple(v.name for v in g.output), initializers)
 
+    def to_dict(self) -> dict[str, Any]:
+        """Return the plain-data form :meth:`from_json` reads (node attributes left out)."""
+        return {
+            "inputs": list(self.inputs),
+            "outputs": list(self.outputs),
+            "initializers": sorted(self.initializers),
+            "nodes": [
+                {
+                    "op": n.op_type,
+                    "name": n.name,
+                    "inputs": list(n.inputs),
+                    "outputs": list(n.outputs),
+                }
+                for n in self.nodes
+            ],
+        }
+
     @classmethod
     def from_json(
         cls, source: str | Path | Mapping[str, Any], *, rename_rewrites: bool = False
