@@ -89,7 +89,7 @@ def efficientnet_task(args):
 
     path = models.efficientnet_lite0_onnx()
     calib = models.efficientnet_inputs("calib", args.calib or 64, seed=0)
-    x = models.efficientnet_inputs("eval", args.eval or 96, seed=1)
+    x = models.efficientnet_inputs("eval", args.eval or 256, seed=1)
     batches = _batches({"image": x}, 16)
 
     def evaluate(model, reference):

@@ -66,6 +66,7 @@ def plot_histogram(
     ax = fig.add_subplot()
     counts, edges = hist.to_numpy()
     if hist.upper > 0:
+        bin0 = hist.counts[0] / max(hist.total, 1)  # ReLU zeros: invisible as a bar, so say it
         # Baseline below one count: a log axis cannot draw down to 0 (the fill would break up).
         ax.stairs(
             np.where(counts > 0, counts, 0.5),
@@ -73,7 +74,7 @@ def plot_histogram(
             baseline=0.5,
             fill=True,
             color="0.7",
-            label=f"counts ({hist.total} values)",
+            label=f"counts ({hist.total} values, {bin0:.0%} in bin 0)",
         )
     ax.set_yscale("log", nonpositive="mask")
     colors = _colors(list(amax))
@@ -91,7 +92,7 @@ def plot_histogram(
     ax.set_ylabel("count (log)")
     # The range is often twice max |x| after growth: show the data and the thresholds only.
     shown = [v for v in (hist.max_abs, *amax.values()) if math.isfinite(v)]
-    ax.set_xlim(0, min(hist.upper, 1.04 * max(shown)) or 1.0)
+    ax.set_xlim(0, 1.04 * max(shown) or 1.0)
     ax.set_ylim(bottom=0.5)
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize=8, loc="upper right")
