@@ -9,8 +9,9 @@ the range is the exact max from a first pass, so the bins never depend on the or
 
 The runs need per-sample activations. :func:`samples_from_onnx` runs an ONNX model once over
 the data and keeps the activations of the tensors asked for (``tensors=`` regex) in memory, up
-to ``max_bytes``; :func:`samples_from_recorded` reads a recorded-activations ``.npz`` (key =
-tensor, shape ``(num_batches, batch, ...)``: the batches are split back into samples).
+to ``max_bytes`` (checked after each batch); :func:`samples_from_recorded` reads a
+recorded-activations ``.npz`` (key = tensor, shape ``(num_batches, batch, ...)``: the batches
+are split back into samples).
 
 Examples
 --------
@@ -336,7 +337,7 @@ def samples_from_onnx(
         Regex of the tensors to keep (default: every float activation). Keep it small for
         big models: memory is samples x the kept tensors' sizes.
     max_bytes : int
-        Stop with an error before the kept activations exceed this.
+        Stop with an error as soon as the kept activations exceed this (checked per batch).
 
     Returns
     -------

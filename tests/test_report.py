@@ -86,3 +86,31 @@ def test_cli_report(histograms, tmp_path, capsys):
     _check_folder(tmp_path / "rep" / "index.html")
     assert main(["report", str(stats), "-o", str(tmp_path / "rep"), "--algorithms", "x"]) == 1
     assert "unknown algorithm" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_workbench_on_efficientnet(tmp_path, capsys):
+    """compare, report and stability from EfficientNet-Lite0's saved histograms (8 photo crops)."""
+    pytest.importorskip("onnxruntime")
+    from benchmarks import models
+
+    path = models.efficientnet_lite0_onnx()
+    np.savez(tmp_path / "calib.npz", image=models.efficientnet_inputs("calib", 8, seed=0))
+    stats = tmp_path / "eff.stats.npz"
+    argv = ["calibrate", str(path), "--data", str(tmp_path / "calib.npz"), "--no-progress"]
+    argv += ["--trt-version", "10.16", "-o", str(tmp_path / "eff.cache")]
+    assert main([*argv, "--save-histograms", str(stats)]) == 0
+    names = set(ck.load_stats(stats).histograms)
+    assert main(["compare", str(stats), "--json", str(tmp_path / "c.json")]) == 0
+    data = json.loads((tmp_path / "c.json").read_text())
+    assert {t["name"] for t in data["tensors"]} == names
+    assert main(["report", str(stats), "-o", str(tmp_path / "r"), "--max-tensors", "2"]) == 0
+    parser = _check_folder(tmp_path / "r" / "index.html")
+    assert sum(ref.startswith("#t") for ref in parser.refs) == 2
+    argv = ["stability", str(path), "--data", str(tmp_path / "calib.npz")]
+    argv += ["--tensors", "^(image|logits)$", "--batch-sizes", "1,4", "--orders", "2"]
+    assert main([*argv, "--json", str(tmp_path / "s.json")]) == 0
+    runs = json.loads((tmp_path / "s.json").read_text())
+    assert {t["name"] for t in runs["tensors"]} == {"image", "logits"}
+    assert all(t["two_pass_spread"] == 0.0 for t in runs["tensors"])
+    capsys.readouterr()
