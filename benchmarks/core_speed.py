@@ -1,23 +1,22 @@
 """Speed of histogram collection and the entropy search, against the baselines of issue #2.
 
-Run: ``NUMBA_NUM_THREADS=1 python benchmarks/core_speed.py [--mib 32] [--batches 4]``.
+Run: ``python benchmarks/core_speed.py [--mib 32] [--batches 4]``.
 Baselines (optional; listed in benchmarks/requirements.txt): onnxruntime (HistogramCollector,
 get_entropy_threshold) and NVIDIA ModelOpt (``_compute_amax_entropy``, the pytorch-quantization
 algorithm; needs torch). Everything is measured in the same run, so compare the ratios.
 
-Table 1: GB/s of |x| histogram collection on float32 batches, one thread, with the range growing
-(each batch is scaled up, so every batch after the first forces a power-of-two growth), as a
-fraction of the machine's single-thread read bandwidth measured on the same arrays (a Numba sum).
+Table 1: GB/s of |x| histogram collection on float32 batches, as a fraction of the machine's
+single-thread read bandwidth measured on the same arrays (a Numba sum). "growing": each batch is
+scaled up, so every batch after the first forces a power-of-two growth (two passes: the worst
+case); "steady": batches of one distribution (one pass after the first batch: the usual case).
+calibkit is timed on one thread (the target) and on all cores.
 Table 2: milliseconds per 2048-bin histogram for the entropy threshold search.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import time
-
-os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
 import numba
 import numpy as np
@@ -33,7 +32,7 @@ def _read_all(x):
     return s
 
 
-def make_batches(kind: str, mib: int, count: int, rng) -> list[np.ndarray]:
+def make_batches(kind: str, mib: int, count: int, rng, grow: bool = True) -> list[np.ndarray]:
     n = mib * 1024 * 1024 // 4
     out = []
     for k in range(count):
@@ -45,7 +44,8 @@ def make_batches(kind: str, mib: int, count: int, rng) -> list[np.ndarray]:
             x = rng.standard_t(2, size=n).astype(np.float32)
         else:  # relu-like: half exact zeros
             x = np.maximum(rng.standard_normal(n, dtype=np.float32), 0)
-        x *= np.float32(1.7**k)  # growth: each batch exceeds the previous range
+        if grow:
+            x *= np.float32(1.7**k)  # each batch exceeds the previous range: growth every time
         out.append(x)
     return out
 
@@ -59,14 +59,15 @@ def best_time(fn, repeat: int = 3) -> float:
     return best
 
 
-def collection_table(kinds, mib, count, rng) -> list[tuple]:
+def collection_table(kinds, mib, count, rng, threads) -> list[tuple]:
     try:
         from onnxruntime.quantization.calibrate import HistogramCollector as OrtCollector
     except ImportError:
         OrtCollector = None
     rows = []
-    for kind in kinds:
-        batches = make_batches(kind, mib, count, rng)
+    for kind, grow in [(k, g) for k in kinds for g in (True, False)]:
+        batches = make_batches(kind, mib, count, rng, grow)
+        label = f"{kind}, {'growing' if grow else 'steady'}"
         gb = sum(b.nbytes for b in batches) / 1e9
         _read_all(batches[0][:10])
         t_bw = best_time(lambda batches=batches: [_read_all(b) for b in batches])
@@ -78,7 +79,12 @@ def collection_table(kinds, mib, count, rng) -> list[tuple]:
                 h.fill(b)
 
         calibkit_fill()  # compile
-        timings = {"calibkit Histogram.fill": best_time(calibkit_fill)}
+        numba.set_num_threads(1)
+        timings = {"calibkit Histogram.fill, 1 thread": best_time(calibkit_fill)}
+        if threads > 1:
+            numba.set_num_threads(threads)
+            timings[f"calibkit Histogram.fill, {threads} threads"] = best_time(calibkit_fill)
+            numba.set_num_threads(1)
         timings["numpy np.histogram(|x|)"] = best_time(
             lambda batches=batches: [np.histogram(np.abs(b), bins=2048) for b in batches], 1
         )
@@ -91,8 +97,8 @@ def collection_table(kinds, mib, count, rng) -> list[tuple]:
 
             timings["onnxruntime HistogramCollector"] = best_time(ort, 1)
         for method, t in timings.items():
-            rows.append((kind, method, gb / t, (gb / t) / bw))
-        rows.append((kind, "(read bandwidth, Numba sum)", bw, 1.0))
+            rows.append((label, method, gb / t, (gb / t) / bw))
+        rows.append((label, "(read bandwidth, 1 thread, Numba sum)", bw, 1.0))
     return rows
 
 
@@ -138,11 +144,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     kinds = ["normal", "laplace", "heavy-tailed", "relu-like"]
     threads = numba.config.NUMBA_NUM_THREADS
-    print(f"numba {numba.__version__} ({threads} threads), numpy {np.__version__}")
-    print(f"\nHistogram collection ({args.batches} x {args.mib} MiB float32, growing range)")
-    print(f"{'data':<13} {'method':<34} {'GB/s':>7} {'x bandwidth':>12}")
-    for kind, method, gbs, ratio in collection_table(kinds, args.mib, args.batches, rng):
-        print(f"{kind:<13} {method:<34} {gbs:>7.2f} {ratio:>12.3f}")
+    print(f"numba {numba.__version__} ({threads} threads available), numpy {np.__version__}")
+    print(f"\nHistogram collection ({args.batches} x {args.mib} MiB float32 batches)")
+    print(f"{'data':<22} {'method':<38} {'GB/s':>7} {'x bandwidth':>12}")
+    for kind, method, gbs, ratio in collection_table(kinds, args.mib, args.batches, rng, threads):
+        print(f"{kind:<22} {method:<38} {gbs:>7.2f} {ratio:>12.3f}")
     print("\nEntropy threshold search (one 2048-bin histogram)")
     print(f"{'data':<13} {'method':<42} {'ms':>9}")
     for kind, method, ms in entropy_table(kinds, rng):

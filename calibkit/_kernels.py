@@ -19,6 +19,7 @@ if "NUMBA_THREADING_LAYER" not in os.environ:
     numba.config.THREADING_LAYER = "workqueue"
 
 _njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+_njit_parallel = functools.partial(_njit, parallel=True)
 
 # Grouping codes shared with _reference.py and selectors.py.
 GROUP_PROPORTIONAL = 0  # bin j of i kept bins -> level floor(nq * j / i)  (TensorRT, candidate A)
@@ -93,6 +94,80 @@ def _level_bounds(i, nq, grouping, bounds):
         for k in range(nq):
             bounds[k] = (k * i + nq - 1) // nq
     bounds[nq] = i
+
+
+_CHUNK = 1 << 16  # elements per parallel work item of fill_within
+
+
+@_njit
+def _fill_span(x, lo, hi, sub, scale, nbins):
+    """Bin x[lo:hi] (|x| * scale < nbins) into sub; return (max, nan, inf, deferred) of the span.
+
+    Values whose bin index would be nbins or more (the range's top value, anything above the
+    range, or inf) are not binned but counted as deferred: the caller bins them once it knows
+    whether the range grows.
+    """
+    m = 0.0
+    n_nan = 0
+    n_inf = 0
+    n_def = 0
+    for k in range(lo, hi):
+        a = abs(np.float64(x[k]))
+        y = a * scale
+        if y < nbins:
+            sub[int(y)] += 1
+            m = a if a > m else m
+        elif a != a:
+            n_nan += 1
+        elif a == np.inf:
+            n_inf += 1
+        else:
+            n_def += 1
+            m = a if a > m else m
+    return m, n_nan, n_inf, n_def
+
+
+@_njit_parallel
+def fill_within(x, counts, upper):
+    """One pass over x: bin |x| on [0, upper) into counts; return (max, nan, inf, deferred).
+
+    `counts` must be zero on entry (the caller adds it to the histogram only if the batch is
+    accepted). Deferred values (index >= num_bins) are left for :func:`accumulate_above`.
+    Work is split in chunks of 64k elements run in parallel, each with private counts.
+    """
+    nbins = counts.size
+    scale = np.float64(nbins) / np.float64(upper)
+    n = x.size
+    nchunks = (n + _CHUNK - 1) // _CHUNK
+    subs = np.zeros((nchunks, nbins), np.int64)
+    stats = np.zeros((nchunks, 4), np.float64)
+    for c in numba.prange(nchunks):
+        m, n_nan, n_inf, n_def = _fill_span(
+            x, c * _CHUNK, min(n, (c + 1) * _CHUNK), subs[c], scale, nbins
+        )
+        stats[c, 0] = m
+        stats[c, 1] = n_nan
+        stats[c, 2] = n_inf
+        stats[c, 3] = n_def
+    m = 0.0
+    for c in range(nchunks):
+        m = max(m, stats[c, 0])
+        for b in range(nbins):
+            counts[b] += subs[c, b]
+    return m, int(stats[:, 1].sum()), int(stats[:, 2].sum()), int(stats[:, 3].sum())
+
+
+@_njit
+def accumulate_above(x, counts, upper, previous):
+    """Bin, on [0, upper), the finite values that fill_within deferred at range `previous`."""
+    nbins = counts.size
+    last = nbins - 1
+    old = np.float64(nbins) / np.float64(previous)
+    scale = np.float64(nbins) / np.float64(upper)
+    for v in x:
+        a = abs(np.float64(v))
+        if a * old >= nbins and a < np.inf:
+            counts[min(int(a * scale), last)] += 1
 
 
 @_njit

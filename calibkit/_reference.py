@@ -16,6 +16,8 @@ __all__ = [
     "GROUP_FRACTIONAL",
     "GROUP_PROPORTIONAL",
     "accumulate",
+    "accumulate_above",
+    "fill_within",
     "kl_sweep_fast",
     "kl_sweep_general",
     "mse_sweep",
@@ -37,6 +39,25 @@ def accumulate(x, counts, upper):
     a = a[np.isfinite(a)]
     idx = (a * (np.float64(counts.size) / np.float64(upper))).astype(np.int64)
     counts += np.bincount(np.minimum(idx, counts.size - 1), minlength=counts.size)
+
+
+def fill_within(x, counts, upper):
+    """One pass over x: bin |x| on [0, upper) into counts; return (max, nan, inf, deferred)."""
+    a = np.abs(x.astype(np.float64))
+    y = a * (np.float64(counts.size) / np.float64(upper))
+    inside = y < counts.size
+    counts += np.bincount(y[inside].astype(np.int64), minlength=counts.size)
+    finite = np.isfinite(a)
+    m = float(a[finite].max()) if finite.any() else 0.0
+    deferred = int((finite & ~inside).sum())
+    return m, int(np.isnan(a).sum()), int(np.isinf(a).sum()), deferred
+
+
+def accumulate_above(x, counts, upper, previous):
+    """Bin, on [0, upper), the finite values that fill_within deferred at range `previous`."""
+    a = np.abs(x.astype(np.float64))
+    a = a[np.isfinite(a) & (a * (np.float64(counts.size) / np.float64(previous)) >= counts.size)]
+    accumulate(a, counts, upper)
 
 
 def _levels(i, nq, grouping):

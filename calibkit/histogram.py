@@ -137,22 +137,38 @@ class Histogram:
         flat = _as_float_vector(x)
         if flat.size == 0:
             return self
-        m, n_nan, n_inf = _impl.scan(flat)
-        if n_nan and nan_policy == "raise":
-            msg = f"{n_nan} NaN value(s) in a batch of {flat.size}"
-            raise NonFiniteError(msg)
-        self.num_nan += int(n_nan)
-        self.num_inf += int(n_inf)
-        self.max_abs = max(self.max_abs, float(m))
-        if self.upper == 0.0:
+        if self.upper == 0.0:  # no range yet: it comes from this batch's max, so two passes
+            m, n_nan, n_inf = _impl.scan(flat)
+            self._accept(flat.size, m, n_nan, n_inf, nan_policy)
             if m == 0.0:  # only zeros so far: they belong in bin 0 whatever the range becomes
                 self.counts[0] += flat.size - n_nan - n_inf
                 return self
             self.upper = float(m)
-        elif m > self.upper:
+            _impl.accumulate(flat, self.counts, self.upper)
+            return self
+        # One pass bins everything below the range into scratch counts (kept only if the batch
+        # is accepted) and defers the rest; after a growth the bins fold exactly and only the
+        # deferred values are binned again, at the new range (docs/algorithms.md).
+        scratch = np.zeros(self.num_bins, np.int64)
+        m, n_nan, n_inf, n_deferred = _impl.fill_within(flat, scratch, self.upper)
+        self._accept(flat.size, m, n_nan, n_inf, nan_policy)
+        self.counts += scratch
+        if m > self.upper:
+            previous = self.upper
             self._grow(m)
-        _impl.accumulate(flat, self.counts, self.upper)
+            _impl.accumulate_above(flat, self.counts, self.upper, previous)
+        elif n_deferred:  # values at the top of the range: the last bin, as TensorRT does
+            self.counts[-1] += n_deferred
         return self
+
+    def _accept(self, size: int, m: float, n_nan: int, n_inf: int, nan_policy: str) -> None:
+        """Apply the NaN policy to a scanned batch, then record its max, NaN and inf counts."""
+        if n_nan and nan_policy == "raise":
+            msg = f"{n_nan} NaN value(s) in a batch of {size}"
+            raise NonFiniteError(msg)
+        self.num_nan += int(n_nan)
+        self.num_inf += int(n_inf)
+        self.max_abs = max(self.max_abs, float(m))
 
     def _grow(self, value: float) -> None:
         """Double the range (k times) until `value` fits, merging runs of 2**k bins."""

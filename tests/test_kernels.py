@@ -157,3 +157,33 @@ def test_kl_sweep_fast_matches_reference_on_random_histograms(
     np.testing.assert_array_equal(np.isfinite(fast), np.isfinite(slow))
     ok = np.isfinite(slow)
     np.testing.assert_allclose(fast[ok], slow[ok], rtol=1e-9, atol=1e-12)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    x=arrays(np.float32, st.integers(0, 300), elements=values),
+    upper=st.sampled_from([1.0, 3.0, 1e-3, 1e4]),
+)
+def test_fill_within_matches_reference(x, upper):
+    x = np.where(np.abs(x) > 2 * upper, np.float32(upper), x).astype(np.float32)  # hit the top
+    fast, slow = np.zeros(64, np.int64), np.zeros(64, np.int64)
+    assert _kernels.fill_within(x, fast, upper) == _reference.fill_within(x, slow, upper)
+    np.testing.assert_array_equal(fast, slow)
+
+
+def test_fill_within_splits_work_in_chunks(rng):
+    """More than one 64k chunk: the per-chunk counts and statistics add up."""
+    x = rng.standard_normal(300_000).astype(np.float32)
+    x[[5, 70_000, 250_000]] = [np.nan, np.inf, 9.0]
+    fast, slow = np.zeros(2048, np.int64), np.zeros(2048, np.int64)
+    assert _kernels.fill_within(x, fast, 4.0) == _reference.fill_within(x, slow, 4.0)
+    np.testing.assert_array_equal(fast, slow)
+
+
+@settings(max_examples=100, deadline=None)
+@given(x=arrays(np.float32, st.integers(0, 300), elements=st.floats(-1e4, 1e4, width=32)))
+def test_accumulate_above_matches_reference(x):
+    fast, slow = np.zeros(64, np.int64), np.zeros(64, np.int64)
+    _kernels.accumulate_above(x, fast, 2e4, 1e2)
+    _reference.accumulate_above(x, slow, 2e4, 1e2)
+    np.testing.assert_array_equal(fast, slow)
