@@ -77,7 +77,8 @@ def run_exposed(path: Path, names: list[str], batches: Iterable[Mapping[str, np.
     )
     fetch = [n for n in names if n not in inputs]
     for batch in batches:
-        values = dict(zip(fetch, session.run(fetch, dict(batch)), strict=True))
+        # an empty fetch list would make onnxruntime return every output instead of none
+        values = dict(zip(fetch, session.run(fetch, dict(batch)) if fetch else [], strict=True))
         values.update({n: batch[n] for n in names if n in inputs})
         yield values
 
