@@ -9,8 +9,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from .cache import CalibrationCache, parse_trt_version, read_cache, write_cache
-from .calibrate import calibrate_onnx, select_from_stats
+from .calibrate import CalibrationResult, calibrate_onnx, select_all, select_from_stats
 from .collect import HistogramCollector, MaxCollector
+from .compare import compare
+from .data import DataError, ImagePreprocess, open_data
 from .errors import (
     CacheFormatError,
     CalibkitError,
@@ -20,6 +22,9 @@ from .errors import (
     NotCollectedError,
 )
 from .histogram import Histogram
+from .onnx_source import OnnxActivationSource
+from .qdq import QdqReport, to_qdq, write_qdq
+from .qdq_reverse import qdq_to_cache
 from .scale import amax_from_scale, scale_from_amax
 from .selectors import (
     EntropySelector,
@@ -30,16 +35,20 @@ from .selectors import (
     compute_amax,
     make_selector,
 )
+from .stability import stability
 from .stats import Stats, load_stats, save_stats
 
 __all__ = [
     "CacheFormatError",
     "CalibkitError",
     "CalibrationCache",
+    "CalibrationResult",
+    "DataError",
     "EntropySelector",
     "Histogram",
     "HistogramCollector",
     "HistogramMergeError",
+    "ImagePreprocess",
     "LegacySelector",
     "MSESelector",
     "MaxCollector",
@@ -47,18 +56,27 @@ __all__ = [
     "MissingDependencyError",
     "NonFiniteError",
     "NotCollectedError",
+    "OnnxActivationSource",
     "PercentileSelector",
+    "QdqReport",
     "Stats",
     "__version__",
     "amax_from_scale",
     "calibrate_onnx",
+    "compare",
     "compute_amax",
     "load_stats",
     "make_selector",
+    "open_data",
     "parse_trt_version",
+    "qdq_to_cache",
     "read_cache",
     "save_stats",
     "scale_from_amax",
+    "select_all",
     "select_from_stats",
+    "stability",
+    "to_qdq",
     "write_cache",
+    "write_qdq",
 ]
