@@ -14,7 +14,7 @@ How each number is defined (values are represented by their bin centres, as in
 - ``sqnr_db``: ``10 log10(mean(x**2) / mse)``; higher is better.
 - ``kl``: ``EntropySelector().divergences(hist)[i]`` for the candidate i whose threshold
   ``(i + 0.5) * width`` is nearest to amax (for an amax >= max |x|, the candidate keeping every
-  bin with data). inf below the search range (128 bins) or where TensorRT's KL is infinite
+  bin with data). inf below the search range (128 bins) or where the KL is infinite
   (clipped mass folded into an empty bin); NaN for an infinite amax. This is the quantity
   entropy2 minimises, so entropy2 is lowest by construction.
 - ``ratio``: amax / the exact max |x| (min-max's amax).

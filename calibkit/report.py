@@ -165,7 +165,7 @@ def write_report(
 <p>{len(table)} tensors, {len(comparison.algorithms)} algorithms. Numbers are computed from the
 histograms (values at bin centres): <b>clipped</b> = fraction of values above amax,
 <b>SQNR</b> = 10&nbsp;log10(E[x&sup2;] / E[(q(x) &minus; x)&sup2;]) of symmetric INT8 with scale
-amax/127, <b>KL</b> = TensorRT's entropy-search divergence at that threshold.
+amax/127, <b>KL</b> = the divergence entropy2's search minimises, at that threshold.
 Data: <a href="compare.csv">compare.csv</a>, <a href="compare.json">compare.json</a>.</p>
 {settings_html}
 <h2>Summary per algorithm</h2>
