@@ -989,6 +989,7 @@ def _add_research(sub) -> None:
         help="per-tensor column shown: amax, scale, clipped, kl, mse, sqnr_db, ratio (default)",
     )
     p.add_argument("--table", type=int, default=30, metavar="ROWS", help="per-tensor rows (30)")
+    _add_share_option(p)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
@@ -1000,6 +1001,7 @@ def _add_research(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
     p.add_argument("--algorithms", default=_RESEARCH_ALGORITHMS, help="comma-separated specs")
     p.add_argument("--max-tensors", type=int, metavar="N", help="plot only the first N tensors")
+    _add_share_option(p)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
@@ -1063,13 +1065,37 @@ def _specs(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
+def _add_share_option(p) -> None:
+    p.add_argument(
+        "--share-scales",
+        metavar="RULES",
+        help=(
+            "judge each tensor at the amax TensorRT's scale sharing gives it: trt, none, P or "
+            "P,C (default: as recorded by calibrate; docs/sharing.md)"
+        ),
+    )
+
+
+def _share_from_stats(stats, rules: str | None):
+    """Return amax -> shared amax for the recorded graph and version, or None (no sharing)."""
+    from .calibrate import apply_sharing
+
+    rules = rules or stats.settings.get("share_scales", "none")
+    graph, version = stats.settings.get("graph"), stats.settings.get("trt_version")
+    if rules == "none" or graph is None:
+        return None
+    return lambda amax: apply_sharing(amax, graph, version, rules)[0]
+
+
 def _cmd_compare(args) -> int:
     """Compare scale algorithms per tensor from saved statistics (no model run)."""
     from .compare import compare
     from .stats import load_stats
 
+    stats = load_stats(args.stats)
     try:
-        result = compare(load_stats(args.stats).histograms, _specs(args.algorithms))
+        share = _share_from_stats(stats, args.share_scales)
+        result = compare(stats.histograms, _specs(args.algorithms), share=share)
         tensors = result.format_tensors(args.metric, limit=args.table) if args.table else ""
     except ValueError as err:
         raise CalibkitError(str(err)) from err
@@ -1103,6 +1129,7 @@ def _cmd_report(args) -> int:
             max_tensors=args.max_tensors,
             title=f"calibkit report: {Path(args.stats).name}",
             settings=stats.settings,
+            share=_share_from_stats(stats, args.share_scales),
         )
     except ValueError as err:
         raise CalibkitError(str(err)) from err

@@ -33,7 +33,7 @@ import io
 import json
 import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -42,7 +42,7 @@ from .cache import write_atomic
 from .calibrate import _table as format_table
 from .histogram import Histogram
 from .scale import scale_from_amax
-from .selectors import EntropySelector, make_selector
+from .selectors import EntropySelector, compute_amax, make_selector
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
@@ -240,7 +240,10 @@ class Comparison:
 
 
 def compare(
-    histograms: Mapping[str, Histogram], algorithms: Sequence[str] = DEFAULT_ALGORITHMS
+    histograms: Mapping[str, Histogram],
+    algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+    *,
+    share: Callable[[dict[str, float]], Mapping[str, float]] | None = None,
 ) -> Comparison:
     """Evaluate every algorithm on every histogram.
 
@@ -250,6 +253,10 @@ def compare(
         Tensor name -> Histogram (``load_stats(path).histograms``).
     algorithms : sequence of str
         Selector specs (``make_selector``); duplicates are dropped.
+    share : callable, optional
+        Applied to each algorithm's ``{tensor: amax}`` before the metrics, e.g. TensorRT's
+        scale-sharing rules (``calibkit.calibrate.apply_sharing``), so every tensor is judged at
+        the amax the cache would give it. Default: each tensor's own amax.
 
     Returns
     -------
@@ -270,13 +277,17 @@ def compare(
     if not selectors:
         msg = "no algorithms to compare"
         raise ValueError(msg)
+    chosen = {}
+    for spec, sel in selectors.items():
+        amax = compute_amax(histograms, sel)
+        chosen[spec] = dict(share(amax)) if share is not None else amax
     kl_search = EntropySelector()
     rows = []
     for name, hist in histograms.items():
         d = kl_search.divergences(hist) if hist.num_bins >= kl_search.start_bin else None
         reference = math.inf if hist.num_inf else hist.max_abs
-        for spec, sel in selectors.items():
-            amax = float(sel.select(hist))
+        for spec in selectors:
+            amax = float(chosen[spec][name])
             clipped, mse, sqnr = quantization_error(hist, amax)
             ratio = amax / reference if reference > 0 and math.isfinite(reference) else math.nan
             rows.append(

@@ -102,6 +102,7 @@ def write_report(
     max_tensors: int | None = None,
     title: str = "calibkit calibration report",
     settings: Mapping | None = None,
+    share=None,
 ) -> Path:
     """Write the report folder and return the path of its ``index.html``.
 
@@ -119,6 +120,8 @@ def write_report(
         Page title (e.g. the statistics file's name).
     settings : mapping, optional
         Shown as JSON on the page (``Stats.settings``: how the histograms were collected).
+    share : callable, optional
+        Scale sharing applied to each algorithm's amax (see :func:`calibkit.compare.compare`).
 
     Raises
     ------
@@ -130,7 +133,7 @@ def write_report(
     if max_tensors is not None and max_tensors < 0:
         msg = f"max_tensors must be >= 0, got {max_tensors!r}"
         raise ValueError(msg)
-    comparison = compare(histograms, algorithms)
+    comparison = compare(histograms, algorithms, share=share)
     out = Path(out_dir)
     (out / "tensors").mkdir(parents=True, exist_ok=True)
     comparison.write_csv(out / "compare.csv")
@@ -152,9 +155,10 @@ def write_report(
         )
     skipped = len(table) - len(files)
     note = f"<p>{skipped} more tensors are not plotted (max_tensors={max_tensors}).</p>"
+    shown = {k: v for k, v in (settings or {}).items() if k != "graph"}  # the graph is long
     settings_html = (
         f"<details><summary>collection settings</summary><pre>"
-        f"{html.escape(json.dumps(dict(settings), indent=1, default=str))}</pre></details>"
+        f"{html.escape(json.dumps(shown, indent=1, default=str))}</pre></details>"
         if settings
         else ""
     )

@@ -113,6 +113,19 @@ def test_duplicate_specs_collapse_and_errors(histograms):
         compare(histograms).format_tensors("speed")
 
 
+def test_share_moves_amax_before_the_metrics(histograms):
+    def share(amax):
+        return {name: amax["gauss"] for name in amax}  # everyone takes gauss's amax
+
+    own = compare(histograms, ["minmax"]).by_tensor()
+    shared = compare(histograms, ["minmax"], share=share).by_tensor()
+    for name, hist in histograms.items():
+        m = shared[name]["minmax"]
+        assert m.amax == own["gauss"]["minmax"].amax
+        assert m.ratio == pytest.approx(m.amax / hist.max_abs)
+        assert (m.clipped, m.mse, m.sqnr_db) == quantization_error(hist, m.amax)
+
+
 def test_csv_json_and_tables(histograms, tmp_path):
     result = compare(histograms, ["entropy2", "minmax"])
     result.write_csv(tmp_path / "c.csv")
@@ -156,4 +169,12 @@ def test_compare_bundled_example(tmp_path, capsys):
     assert main(["compare", str(stats), "--json", str(tmp_path / "c.json")]) == 0
     data = json.loads((tmp_path / "c.json").read_text())
     assert {t["name"] for t in data["tensors"]} == set(ck.load_stats(stats).histograms)
+    # calibrate recorded TensorRT's sharing rules: a MaxPool output is judged at its input's amax
+    amax = {(t["name"], t["algorithm"]): t["amax"] for t in data["tensors"]}
+    assert amax["max_pool2d", "entropy2"] == amax["relu_1", "entropy2"]
+    argv = ["compare", str(stats), "--share-scales", "none", "--json", str(tmp_path / "n.json")]
+    assert main(argv) == 0
+    data = json.loads((tmp_path / "n.json").read_text())
+    own = {(t["name"], t["algorithm"]): t["amax"] for t in data["tensors"]}
+    assert own["max_pool2d", "entropy2"] != own["relu_1", "entropy2"]
     capsys.readouterr()
