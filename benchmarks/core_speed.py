@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import time
+import warnings
 
 import numba
 import numpy as np
@@ -108,7 +109,9 @@ def entropy_table(kinds, rng) -> list[tuple]:
     except ImportError:
         OrtCollector = None
     try:
-        from modelopt.torch.quantization.calib.histogram import _compute_amax_entropy
+        with warnings.catch_warnings():  # ModelOpt warns about the transformers version
+            warnings.simplefilter("ignore")
+            from modelopt.torch.quantization.calib.histogram import _compute_amax_entropy
     except ImportError:
         _compute_amax_entropy = None
     rows = []
