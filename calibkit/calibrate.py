@@ -22,7 +22,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -241,6 +241,7 @@ def calibrate_onnx(
     num_threads: int | None = None,
     progress: bool = False,
     share_scales: str = "trt",
+    calibration_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> CalibrationResult:
     """Calibrate an ONNX model on the CPU the way TensorRT's calibrator would.
 
@@ -265,6 +266,10 @@ def calibrate_onnx(
     share_scales : str
         TensorRT's scale-sharing rules for the target version (``"trt"``, the default), none
         (``"none"``) or explicit ones (``"P"``, ``"P,C"``); see docs/sharing.md.
+    calibration_shapes : mapping of input name to shape, optional
+        Feed each listed input at this shape, as TensorRT does with dynamic shapes (it reads the
+        calibration profile's optimum shape from the start of each batch buffer); see
+        :func:`calibkit.data.at_calibration_shapes`.
 
     Returns
     -------
@@ -276,7 +281,7 @@ def calibrate_onnx(
         For data that does not fit the model, a bad algorithm spec or a missing TensorRT version
         (checked before the model runs).
     """
-    from .data import DataSource, open_data
+    from .data import DataSource, at_calibration_shapes, open_data
     from .onnx_source import OnnxActivationSource
 
     start = time.perf_counter()
@@ -303,8 +308,9 @@ def calibrate_onnx(
     collect_seconds = 0.0
     tqdm = require("tqdm", "The calibration progress bar").tqdm
     shown = None if progress else True  # None: tqdm shows the bar only on a terminal
+    batches = data if not calibration_shapes else at_calibration_shapes(data, calibration_shapes)
     with tqdm(total=data.num_samples, unit="sample", disable=shown, file=sys.stderr) as bar:
-        feed = _Feed(data, bar, data.description)
+        feed = _Feed(batches, bar, data.description)
         for activations in source.run(feed):
             t0 = time.perf_counter()
             collector.update(activations)
@@ -339,6 +345,7 @@ def calibrate_onnx(
         "onnxruntime_version": _version_of("onnxruntime"),
         "calibkit_version": __version__,
         "share_scales": share_scales,
+        "calibration_shapes": {k: list(v) for k, v in (calibration_shapes or {}).items()},
         "graph": graph.to_dict(),  # lets 'select' apply the sharing rules without the model
     }
     seconds = {

@@ -178,6 +178,16 @@ def _add_calibrate_onnx(sub) -> None:
     )
     g.add_argument("--threads", type=int, help="onnxruntime threads (default: one per core)")
     g.add_argument(
+        "--calibration-shape",
+        action="append",
+        default=[],
+        metavar="NAME=DxD...",
+        help=(
+            "feed input NAME at this shape, as TensorRT does with dynamic shapes (it reads the "
+            "calibration profile's opt shape from the start of each batch); repeatable"
+        ),
+    )
+    g.add_argument(
         "--share-scales",
         default="trt",
         metavar="RULES",
@@ -249,6 +259,7 @@ def _cmd_calibrate_onnx(args) -> int:
         format_input_table,
         format_summary,
     )
+    from .data import parse_shape
 
     if not args.data:
         msg = f"{args.source}: an ONNX model needs calibration inputs: --data DATA"
@@ -276,6 +287,7 @@ def _cmd_calibrate_onnx(args) -> int:
             num_threads=args.threads,
             progress=not args.no_progress,
             share_scales=args.share_scales,
+            calibration_shapes=dict(parse_shape(s) for s in args.calibration_shape),
         )
     except ValueError as err:  # bad arguments and data become one error line
         raise CalibkitError(str(err)) from err

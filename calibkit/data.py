@@ -38,8 +38,10 @@ __all__ = [
     "DataSource",
     "ImagePreprocess",
     "InputSpec",
+    "at_calibration_shapes",
     "check_batch",
     "open_data",
+    "parse_shape",
 ]
 
 logger = logging.getLogger(__name__)
@@ -639,3 +641,69 @@ def _loader_chunks(data, inputs: Sequence[InputSpec], where: str) -> _Chunks:
             yield _as_chunk(item, inputs, f"{where}, item {i}"), f"{where}, item {i}"
 
     return chunks
+
+
+def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """Parse ``NAME=1x3x224x224`` (the last ``=`` splits; names may contain ``=``).
+
+    Examples
+    --------
+    >>> parse_shape("image=1x3x224x224")
+    ('image', (1, 3, 224, 224))
+    """
+    name, sep, dims = text.rpartition("=")
+    try:
+        shape = tuple(int(d) for d in dims.lower().split("x"))
+    except ValueError:
+        shape = ()
+    if not sep or not name or not shape or min(shape) < 1:
+        msg = f"expected NAME=DxDx... with positive dimensions, got {text!r}"
+        raise DataError(msg)
+    return name, shape
+
+
+def at_calibration_shapes(
+    batches: Iterable[Mapping[str, np.ndarray]], shapes: Mapping[str, Sequence[int]]
+) -> Iterator[dict[str, np.ndarray]]:
+    """Give each input the calibration shape TensorRT would read it at.
+
+    With dynamic shapes TensorRT calibrates at the calibration profile's optimum shape: it
+    reads that many elements from the start of the buffer the calibrator filled and ignores
+    the rest (in a TensorRT 8.2 case it read the first 32 of 512 values). So each listed input
+    becomes the first ``prod(shape)`` elements of the batch in memory order, reshaped; a batch
+    larger than that is used in part, with a warning (once per input), and a smaller one is an
+    error (TensorRT would read past the data).
+
+    Raises
+    ------
+    DataError
+        If a batch lacks a listed input or holds fewer elements than its shape needs.
+    """
+    warned: set[str] = set()
+    for index, batch in enumerate(batches):
+        out = dict(batch)
+        for name, shape in shapes.items():
+            if name not in out:
+                msg = f"batch {index}: no input {name!r} for its calibration shape {tuple(shape)}"
+                raise DataError(msg)
+            x = np.ascontiguousarray(out[name]).reshape(-1)
+            need = int(np.prod(shape))
+            if x.size < need:
+                msg = (
+                    f"batch {index}: input {name!r} holds {x.size} values, fewer than its "
+                    f"calibration shape {tuple(shape)} needs ({need})"
+                )
+                raise DataError(msg)
+            if x.size > need and name not in warned:
+                warned.add(name)
+                logger.warning(
+                    "input %r: batches hold %d values but the calibration shape %s reads %d; "
+                    "TensorRT calibrates on the first %d only, and so does calibkit",
+                    name,
+                    x.size,
+                    tuple(shape),
+                    need,
+                    need,
+                )
+            out[name] = x[:need].reshape(tuple(shape))
+        yield out
