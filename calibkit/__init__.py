@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 from .cache import CalibrationCache, parse_trt_version, read_cache, write_cache
 from .calibrate import CalibrationResult, calibrate_onnx, select_all, select_from_stats
 from .collect import HistogramCollector, MaxCollector
-from .compare import compare
+from .compare import Comparison, compare
 from .data import DataError, ImagePreprocess, open_data
 from .errors import (
     CacheFormatError,
@@ -25,6 +25,7 @@ from .histogram import Histogram
 from .onnx_source import OnnxActivationSource
 from .qdq import QdqReport, to_qdq, write_qdq
 from .qdq_reverse import qdq_to_cache
+from .report import write_report
 from .scale import amax_from_scale, scale_from_amax
 from .selectors import (
     EntropySelector,
@@ -35,7 +36,8 @@ from .selectors import (
     compute_amax,
     make_selector,
 )
-from .stability import stability
+from .sensitivity import output_error, sensitivity
+from .stability import samples_from_onnx, samples_from_recorded, stability
 from .stats import Stats, load_stats, save_stats
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "CalibkitError",
     "CalibrationCache",
     "CalibrationResult",
+    "Comparison",
     "DataError",
     "EntropySelector",
     "Histogram",
@@ -68,15 +71,20 @@ __all__ = [
     "load_stats",
     "make_selector",
     "open_data",
+    "output_error",
     "parse_trt_version",
     "qdq_to_cache",
     "read_cache",
+    "samples_from_onnx",
+    "samples_from_recorded",
     "save_stats",
     "scale_from_amax",
     "select_all",
     "select_from_stats",
+    "sensitivity",
     "stability",
     "to_qdq",
     "write_cache",
     "write_qdq",
+    "write_report",
 ]

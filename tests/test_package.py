@@ -41,3 +41,14 @@ def test_python_dash_m():
         [sys.executable, "-m", "calibkit", "--version"], capture_output=True, text=True, check=True
     )
     assert out.stdout.startswith("calibkit ")
+
+
+def test_cli_reference_is_current(request, monkeypatch):
+    """docs/cli.md is generated from the parser: regenerate it with scripts/cli_doc.py."""
+    root = request.config.rootpath
+    monkeypatch.syspath_prepend(str(root / "scripts"))
+    import cli_doc
+
+    assert (root / "docs" / "cli.md").read_text() == cli_doc.render(), (
+        "docs/cli.md is stale: run python scripts/cli_doc.py"
+    )
