@@ -29,6 +29,12 @@ def _check_nan_policy(nan_policy: str) -> str:
     return nan_policy
 
 
+def _check_mapping(batch: object) -> None:
+    if not isinstance(batch, Mapping):
+        msg = f"a batch must be a mapping of tensor name to array, got {type(batch).__name__}"
+        raise TypeError(msg)
+
+
 def _where(name: str, batch_index: int) -> str:
     return f"tensor {name!r}, batch {batch_index}"
 
@@ -84,9 +90,7 @@ class HistogramCollector:
 
     def update(self, batch: Mapping[str, np.ndarray]) -> HistogramCollector:
         """Add one batch (tensor name -> array of any shape); returns self."""
-        if not isinstance(batch, Mapping):
-            msg = f"a batch must be a mapping of tensor name to array, got {type(batch).__name__}"
-            raise TypeError(msg)
+        _check_mapping(batch)
         index = self.n_batches_
         for name, x in batch.items():
             hist = self.histograms_.get(name)
@@ -132,9 +136,7 @@ class MaxCollector:
 
     def update(self, batch: Mapping[str, np.ndarray]) -> MaxCollector:
         """Add one batch (tensor name -> array); returns self."""
-        if not isinstance(batch, Mapping):
-            msg = f"a batch must be a mapping of tensor name to array, got {type(batch).__name__}"
-            raise TypeError(msg)
+        _check_mapping(batch)
         index = self.n_batches_
         for name, x in batch.items():
             try:
