@@ -44,6 +44,7 @@ from .scale import scale_from_amax
 from .selectors import compute_amax, make_selector
 from .sharing import SharingResult, share_scales
 from .stats import Stats, load_stats, save_stats
+from .trt_names import CacheLine, CacheNames, constant_values, trt_amax, trt_cache_names
 
 __all__ = [
     "ALL_ALGORITHMS",
@@ -222,6 +223,16 @@ def apply_sharing(
     return result.amax, result
 
 
+def to_trt_names(amax: Mapping[str, float], lines) -> tuple[dict[str, float], list[str]]:
+    """Key `amax` by the cache lines TensorRT looks up; return the values and missing names.
+
+    `lines` holds :class:`~calibkit.trt_names.CacheLine` or ``[name, source, kind]`` triples
+    (the form saved in the statistics).
+    """
+    lines = tuple(line if isinstance(line, CacheLine) else CacheLine(*line) for line in lines)
+    return trt_amax(amax, CacheNames(lines, (), {}))
+
+
 def calibrate_onnx(
     model: str | os.PathLike,
     data,  # path, "loader.py[:fn]", DataSource or iterable of dicts
@@ -242,6 +253,7 @@ def calibrate_onnx(
     progress: bool = False,
     share_scales: str = "trt",
     calibration_shapes: Mapping[str, Sequence[int]] | None = None,
+    names: str = "trt",
 ) -> CalibrationResult:
     """Calibrate an ONNX model on the CPU the way TensorRT's calibrator would.
 
@@ -266,6 +278,10 @@ def calibrate_onnx(
     share_scales : str
         TensorRT's scale-sharing rules for the target version (``"trt"``, the default), none
         (``"none"``) or explicit ones (``"P"``, ``"P,C"``); see docs/sharing.md.
+    names : {"trt", "onnx"}
+        Write the lines TensorRT looks up for the target version (``"trt"``: constants it
+        calibrates, its aliases, no line for tensors it removes; names it creates itself are
+        reported, see docs/sharing.md) or one line per calibrated ONNX tensor (``"onnx"``).
     calibration_shapes : mapping of input name to shape, optional
         Feed each listed input at this shape, as TensorRT does with dynamic shapes (it reads the
         calibration profile's optimum shape from the start of each batch buffer); see
@@ -324,6 +340,28 @@ def calibrate_onnx(
     select_seconds = time.perf_counter() - t0
     graph = Graph.from_onnx(model)
     amax, sharing = apply_sharing(amax, graph, trt_version, share_scales)
+    lines = None
+    if names not in ("trt", "onnx"):
+        msg = f"names must be 'trt' or 'onnx', got {names!r}"
+        raise ValueError(msg)
+    if names == "trt" and trt_version is not None:
+        cache_names = trt_cache_names(model, trt_version=parse_trt_version(trt_version))
+        # TensorRT calibrates a constant like an activation that is the same in every batch;
+        # one copy gives the same threshold (scaling all counts changes no KL minimum)
+        for name, values in constant_values(model, cache_names).items():
+            hist = collector.histograms_[name] = Histogram(num_bins)
+            hist.fill(np.asarray(values, np.float32), nan_policy=nan_policy)
+            amax[name] = selector.select(hist)
+        lines = [[line.name, line.source, line.kind] for line in cache_names.lines]
+        amax, missing = to_trt_names(amax, lines)
+        if missing:
+            logger.warning("%d TensorRT cache line(s) without a value: %s", len(missing), missing)
+        if cache_names.unknown:
+            logger.info(
+                "TensorRT also writes %d line(s) under names only it knows (e.g. %s)",
+                len(cache_names.unknown),
+                cache_names.unknown[0].pattern,
+            )
     cache = cache_from_amax(amax, selector, trt_version)
     path = Path(model)
     settings = {
@@ -346,6 +384,7 @@ def calibrate_onnx(
         "calibkit_version": __version__,
         "share_scales": share_scales,
         "calibration_shapes": {k: list(v) for k, v in (calibration_shapes or {}).items()},
+        "trt_lines": lines,  # [name, source, kind] per cache line, or None for ONNX names
         "graph": graph.to_dict(),  # lets 'select' apply the sharing rules without the model
     }
     seconds = {
@@ -420,6 +459,8 @@ def select_from_stats(
     amax = compute_amax(stats.histograms, selector)
     rules = share_scales or stats.settings.get("share_scales", "none")
     amax, _ = apply_sharing(amax, stats.settings.get("graph"), version, rules)
+    if stats.settings.get("trt_lines"):
+        amax, _ = to_trt_names(amax, stats.settings["trt_lines"])
     return cache_from_amax(amax, selector, version)
 
 
@@ -456,11 +497,11 @@ def format_amax_table(
         if limit is not None and k == limit:
             rows.append((f"... {len(amax) - limit} more", "", "", "", ""))
             break
-        m = histograms[name].max_abs
+        hist = histograms.get(name)  # None for a TensorRT alias of another tensor
+        m = hist.max_abs if hist is not None else math.nan
         ratio = f"{value / m:.3f}" if m > 0 else "-"
-        rows.append(
-            (name, f"{m:.6g}", f"{value:.6g}", ratio, hex_from_scale(scale_from_amax(value)))
-        )
+        shown = f"{m:.6g}" if hist is not None else "-"
+        rows.append((name, shown, f"{value:.6g}", ratio, hex_from_scale(scale_from_amax(value))))
     return _table(rows)
 
 

@@ -178,6 +178,15 @@ def _add_calibrate_onnx(sub) -> None:
     )
     g.add_argument("--threads", type=int, help="onnxruntime threads (default: one per core)")
     g.add_argument(
+        "--names",
+        choices=("trt", "onnx"),
+        default="trt",
+        help=(
+            "trt (default): the lines TensorRT --trt-version looks up (constants it calibrates, "
+            "its aliases, none for tensors it removes); onnx: one per calibrated ONNX tensor"
+        ),
+    )
+    g.add_argument(
         "--calibration-shape",
         action="append",
         default=[],
@@ -288,6 +297,7 @@ def _cmd_calibrate_onnx(args) -> int:
             progress=not args.no_progress,
             share_scales=args.share_scales,
             calibration_shapes=dict(parse_shape(s) for s in args.calibration_shape),
+            names=args.names,
         )
     except ValueError as err:  # bad arguments and data become one error line
         raise CalibkitError(str(err)) from err

@@ -77,3 +77,45 @@ def test_python_api_reports_moves(example):
     assert set(result.sharing.rules) == {"P", "C"}
     assert result.sharing.moved_by("P")
     assert result.settings["graph"]["nodes"]
+
+
+@pytest.fixture
+def constant_add_model(tmp_path):
+    """y = x + c with c a Constant node: TensorRT 10 calibrates c and writes 'c_output'."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    c = numpy_helper.from_array(np.array([0.5, -3.0, 2.0], np.float32), "cval")
+    nodes = [
+        helper.make_node("Constant", [], ["c"], value=c),
+        helper.make_node("Add", ["x", "c"], ["y"]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 3])],
+    )
+    path = tmp_path / "add.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    return path
+
+
+def test_trt10_names_include_calibrated_constants(constant_add_model, tmp_path, rng):
+    import numpy as np
+
+    np.save(tmp_path / "x.npy", rng.standard_normal((4, 3)).astype(np.float32))
+    data = tmp_path / "x.npy"
+    result = ck.calibrate_onnx(constant_add_model, data, trt_version="10.16", algorithm="minmax")
+    assert sorted(result.cache.scales) == ["c_output", "x", "y"]
+    assert result.cache.scales["c_output"] == ck.scale_from_amax(3.0)  # max |c|, like MinMax
+    onnx_names = ck.calibrate_onnx(
+        constant_add_model, data, trt_version="10.16", algorithm="minmax", names="onnx"
+    )
+    assert list(onnx_names.cache.scales) == ["x", "y"]
+    older = ck.calibrate_onnx(constant_add_model, data, trt_version="8.6", algorithm="minmax")
+    assert list(older.cache.scales) == ["x", "y"]  # TensorRT 8 names constants itself
+    result.write(tmp_path / "m.cache")
+    again = ck.select_from_stats(tmp_path / "m.stats.npz", "minmax")
+    assert again.scales == result.cache.scales

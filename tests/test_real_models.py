@@ -25,6 +25,7 @@ from calibkit.data import open_data
 from calibkit.onnx_source import OnnxActivationSource
 from calibkit.scale import scale_from_amax
 from calibkit.stats import load_stats
+from calibkit.trt_names import constant_values, trt_cache_names
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fashion_mnist"
@@ -92,14 +93,25 @@ def max_abs(path: Path, names: list[str], batches) -> dict[str, float]:
     return out
 
 
+def activation_lines(cache, path: Path) -> list[str]:
+    """Cache lines that are ONNX activations (TensorRT 10 also writes constants and aliases)."""
+    lines = trt_cache_names(onnx.load(str(path)), trt_version=(10, 16, 0)).lines
+    return [line.name for line in lines if line.kind in ("input", "activation")]
+
+
 def check_names(cache, path: Path, algorithm: str) -> None:
-    """Cache names are ONNX tensor names, exactly the tensors the activation source exposes."""
+    """The cache holds exactly TensorRT's lines; its activation lines are ONNX tensor names that
+    the activation source exposes (all of them, except tensors TensorRT gives no line)."""
     names = list(cache.scales)
     model = onnx.load(str(path))
+    expected = trt_cache_names(model, trt_version=(10, 16, 0))
+    assert names == [line.name for line in expected.lines]
+    activations = activation_lines(cache, path)
     onnx_names = {v.name for v in model.graph.input}
     onnx_names |= {o for node in model.graph.node for o in node.output}
-    assert set(names) <= onnx_names, sorted(set(names) - onnx_names)
-    assert names == OnnxActivationSource(path).tensor_names
+    assert set(activations) <= onnx_names, sorted(set(activations) - onnx_names)
+    exposed = OnnxActivationSource(path).tensor_names
+    assert activations == [n for n in exposed if n not in expected.no_line]
     assert cache.algorithm == ALGORITHMS[algorithm]
     assert cache.version == (10, 16, 0)
 
@@ -115,7 +127,7 @@ OVERFLOW = float(np.finfo(np.float32).max) * 2048 / 2048.5
 def check_scales(cache, path: Path, batches, algorithm: str) -> None:
     """Scale 0 only for a tensor that is all zeros on this data; inf only (entropy) where the
     tensor reaches float32's limit, as TensorRT; otherwise finite and > 0."""
-    names = list(cache.scales)
+    names = activation_lines(cache, path)
     seen = max_abs(path, names, batches)
 
     def expected(name, scale) -> bool:
@@ -126,11 +138,20 @@ def check_scales(cache, path: Path, batches, algorithm: str) -> None:
         return math.isfinite(scale) and scale > 0
 
     bad = {
-        name: (float(scale), seen[name])
-        for name, scale in cache.scales.items()
-        if not expected(name, scale)
+        name: (float(cache.scales[name]), seen[name])
+        for name in names
+        if not expected(name, cache.scales[name])
     }
     assert not bad, bad
+    constants = constant_values(
+        onnx.load(str(path)), trt_cache_names(onnx.load(str(path)), trt_version=(10, 16, 0))
+    )
+    for name, values in constants.items():  # calibrated like activations (TensorRT 10 lines)
+        top = float(np.max(np.abs(values)))
+        if algorithm == "minmax":
+            assert cache.scales[name] == scale_from_amax(top), name
+        else:
+            assert 0 < cache.scales[name] <= scale_from_amax(top * 2048.5 / 2048), name
     if algorithm == "minmax":  # the cache holds exactly fl32(max |x| / 127)
         expected = {n: scale_from_amax(seen[n]) for n in names}
         np.testing.assert_allclose(
@@ -203,7 +224,11 @@ CASES = [(model, algorithm) for model in ("efficientnet", "minilm") for algorith
 def test_cache_names_are_the_onnx_tensors(request, model, algorithm):
     path, _, result = calibrated(request, model, algorithm)
     check_names(result.cache, path, algorithm)
-    assert list(result.histograms) == list(result.cache.scales)
+    lines = trt_cache_names(onnx.load(str(path)), trt_version=(10, 16, 0)).lines
+    # every line has its own histogram except TensorRT's aliases of another tensor
+    assert {n for n in result.histograms if n in result.cache.scales} == {
+        line.name for line in lines if line.kind != "alias"
+    }
     if model == "efficientnet":
         # every float tensor of this CNN (input, Conv, Clip, Add, ReduceMean, Gemm) is data
         assert list(result.cache.scales) == float_tensors(path)
