@@ -323,7 +323,8 @@ class CalibrationCache:
         Raises
         ------
         ValueError
-            If a name is empty or holds a line break, a scale is NaN or negative, or the header
+            If a name is empty, holds a line break or is not valid Unicode (a lone surrogate),
+            a scale is NaN or negative, or the header
             fields are inconsistent (e.g. an algorithm word without a TensorRT version).
         """
         lines = [self._header_line()]
@@ -331,6 +332,11 @@ class CalibrationCache:
             if not name or "\n" in name or "\r" in name:
                 msg = f"tensor name {name!r} cannot be written: it is empty or holds a line break"
                 raise ValueError(msg)
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError as err:
+                msg = f"tensor name {name!r} cannot be written as UTF-8 text: {err.reason}"
+                raise ValueError(msg) from err
             if np.isnan(scale) or np.signbit(scale):
                 msg = f"scale of tensor {name!r} is {scale}; expected a number >= 0"
                 raise ValueError(msg)

@@ -418,3 +418,13 @@ def test_written_caches_read_back_equal(amax, version, algorithm):
     assert again == cache
     assert list(again.scales) == list(amax)
     assert again.to_bytes() == cache.to_bytes()
+
+
+def test_name_that_is_not_unicode_text_is_refused():
+    from calibkit.cache import CalibrationCache
+
+    cache = CalibrationCache.from_amax(
+        {"\ud800": 1.0}, trt_version="10.16", algorithm="MinMaxCalibration"
+    )
+    with pytest.raises(ValueError, match="cannot be written as UTF-8"):
+        cache.to_bytes()
