@@ -20,6 +20,7 @@ import hashlib
 import logging
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -346,6 +347,14 @@ def calibrate_onnx(
         raise ValueError(msg)
     if names == "trt" and trt_version is not None:
         cache_names = trt_cache_names(model, trt_version=parse_trt_version(trt_version))
+        if tensors is not None:  # --tensors restricts TensorRT's lines as it does activations
+            wanted = re.compile(tensors)
+            kept = tuple(
+                line
+                for line in cache_names.lines
+                if wanted.search(line.name if line.kind == "constant" else line.source)
+            )
+            cache_names = CacheNames(kept, cache_names.unknown, cache_names.no_line)
         # TensorRT calibrates a constant like an activation that is the same in every batch;
         # one copy gives the same threshold (scaling all counts changes no KL minimum)
         for name, values in constant_values(model, cache_names).items():
