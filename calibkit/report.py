@@ -20,6 +20,7 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from ._optional import require
 from .cache import write_atomic
 from .compare import DEFAULT_ALGORITHMS, Comparison, compare
 from .histogram import Histogram
@@ -133,6 +134,7 @@ def write_report(
     if max_tensors is not None and max_tensors < 0:
         msg = f"max_tensors must be >= 0, got {max_tensors!r}"
         raise ValueError(msg)
+    require("matplotlib", "The HTML report")  # before anything is written
     comparison = compare(histograms, algorithms, share=share)
     out = Path(out_dir)
     (out / "tensors").mkdir(parents=True, exist_ok=True)

@@ -114,3 +114,12 @@ def test_workbench_on_efficientnet(tmp_path, capsys):
     assert {t["name"] for t in runs["tensors"]} == {"image", "logits"}
     assert all(t["two_pass_spread"] == 0.0 for t in runs["tensors"])
     capsys.readouterr()
+
+
+def test_without_matplotlib_nothing_is_written(histograms, tmp_path, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    with pytest.raises(ck.MissingDependencyError, match=r"calibkit\[plot\]"):
+        write_report(histograms, tmp_path / "report")
+    assert not (tmp_path / "report").exists()
