@@ -304,6 +304,10 @@ def calibrate_onnx(
     start = time.perf_counter()
     selector = make_selector(algorithm)
     cache_from_amax({}, selector, trt_version)  # fail on the header now, not after an hour
+    if names not in ("trt", "onnx"):
+        msg = f"names must be 'trt' or 'onnx', got {names!r}"
+        raise ValueError(msg)
+    trt_names = names == "trt" and trt_version is not None
     source = OnnxActivationSource(
         model,
         tensors=tensors,
@@ -339,14 +343,13 @@ def calibrate_onnx(
     t0 = time.perf_counter()
     amax = compute_amax(collector.histograms_, selector)
     select_seconds = time.perf_counter() - t0
-    graph = Graph.from_onnx(model)
+    # TensorRT's names need the weights (constants); load the model once for both uses
+    proto = require("onnx", "ONNX calibration").load(str(model)) if trt_names else None
+    graph = Graph.from_onnx(proto if proto is not None else model)
     amax, sharing = apply_sharing(amax, graph, trt_version, share_scales)
     lines = None
-    if names not in ("trt", "onnx"):
-        msg = f"names must be 'trt' or 'onnx', got {names!r}"
-        raise ValueError(msg)
-    if names == "trt" and trt_version is not None:
-        cache_names = trt_cache_names(model, trt_version=parse_trt_version(trt_version))
+    if trt_names:
+        cache_names = trt_cache_names(proto, trt_version=parse_trt_version(trt_version))
         if tensors is not None:  # --tensors restricts TensorRT's lines as it does activations
             wanted = re.compile(tensors)
             kept = tuple(
@@ -357,7 +360,7 @@ def calibrate_onnx(
             cache_names = CacheNames(kept, cache_names.unknown, cache_names.no_line)
         # TensorRT calibrates a constant like an activation that is the same in every batch;
         # one copy gives the same threshold (scaling all counts changes no KL minimum)
-        for name, values in constant_values(model, cache_names).items():
+        for name, values in constant_values(proto, cache_names).items():
             hist = collector.histograms_[name] = Histogram(num_bins)
             hist.fill(np.asarray(values, np.float32), nan_policy=nan_policy)
             amax[name] = selector.select(hist)

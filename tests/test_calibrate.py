@@ -121,6 +121,8 @@ def test_bad_arguments_fail_before_the_model_runs(cnn):
         calibrate_onnx(cnn[0], cnn[1], algorithm="kl", trt_version="10.16")
     with pytest.raises(ValueError, match="TensorRT 11 removed implicit INT8 calibration"):
         calibrate_onnx(cnn[0], cnn[1], trt_version="11.0")
+    with pytest.raises(ValueError, match="names must be 'trt' or 'onnx'"):
+        calibrate_onnx(cnn[0], "no-such-data.npy", trt_version="10.16", names="tensorrt")
 
 
 def test_legacy_needs_no_version(cnn):
