@@ -176,7 +176,7 @@ class Histogram:
         while upper < value:
             upper *= 2.0  # exact in binary floating point
             k += 1
-        self.counts = fold(self.counts, 2**k) if k < 63 else fold(self.counts, self.num_bins)
+        self.counts = fold(self.counts, 2**k)  # fold caps the run at num_bins
         self.upper = upper
 
     # -- views -----------------------------------------------------------------------------

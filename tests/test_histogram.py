@@ -186,3 +186,9 @@ def test_to_numpy_matches_np_histogram_layout(rng):
     assert edges.size == 17 and edges[0] == 0 and edges[-1] == h.upper
     ref, _ = np.histogram(np.abs(x), bins=edges)
     np.testing.assert_array_equal(counts, ref)  # identical except for floating-point edge ties
+
+
+def test_growth_by_more_doublings_than_bins_folds_everything_into_bin_zero(impl):
+    h = ck.Histogram(8).fill(np.array([1e-300, 5e-301])).fill(np.array([1e300]))
+    assert h.upper > 1e300
+    assert h.counts.tolist() == [2, 0, 0, 0, 1, 0, 0, 0]
