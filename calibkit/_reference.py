@@ -44,8 +44,9 @@ def accumulate(x, counts, upper):
 def fill_within(x, counts, upper):
     """One pass over x: bin |x| on [0, upper) into counts; return (max, nan, inf, deferred)."""
     a = np.abs(x.astype(np.float64))
-    y = a * (np.float64(counts.size) / np.float64(upper))
-    inside = y < counts.size
+    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN count as outside
+        y = a * (np.float64(counts.size) / np.float64(upper))
+        inside = y < counts.size
     counts += np.bincount(y[inside].astype(np.int64), minlength=counts.size)
     finite = np.isfinite(a)
     m = float(a[finite].max()) if finite.any() else 0.0
@@ -56,8 +57,9 @@ def fill_within(x, counts, upper):
 def accumulate_above(x, counts, upper, previous):
     """Bin, on [0, upper), the finite values that fill_within deferred at range `previous`."""
     a = np.abs(x.astype(np.float64))
-    a = a[np.isfinite(a) & (a * (np.float64(counts.size) / np.float64(previous)) >= counts.size)]
-    accumulate(a, counts, upper)
+    with np.errstate(over="ignore", invalid="ignore"):  # a scaled value may overflow to inf
+        above = a * (np.float64(counts.size) / np.float64(previous)) >= counts.size
+    accumulate(a[np.isfinite(a) & above], counts, upper)
 
 
 def _levels(i, nq, grouping):
