@@ -85,7 +85,7 @@ def _cmd_calibrate(args) -> int:
     from .calibrate import cache_from_amax, default_stats_path
     from .collect import HistogramCollector
     from .selectors import compute_amax, make_selector
-    from .stats import save_stats
+    from .stats import is_stats_file, save_stats
 
     suffix = Path(args.source).suffix.lower()
     if suffix in _CALIBRATE_HANDLERS:
@@ -93,6 +93,9 @@ def _cmd_calibrate(args) -> int:
     if suffix != ".npz":
         kinds = ", ".join(sorted({".npz", *_CALIBRATE_HANDLERS}))
         msg = f"{args.source}: unsupported source; expected one of {kinds}"
+        raise CalibkitError(msg)
+    if is_stats_file(args.source):
+        msg = f"{args.source} holds saved statistics, not activations: use 'calibkit select'"
         raise CalibkitError(msg)
     try:  # bad arguments or data become one error line
         selector = make_selector(args.algorithm)

@@ -104,3 +104,13 @@ def test_unsupported_source(tmp_path, capsys):
     src.write_text("x")
     assert main(["calibrate", str(src), "--trt-version", "8.6", "-o", str(tmp_path / "o")]) == 1
     assert "unsupported source" in capsys.readouterr().err
+
+
+def test_statistics_file_points_to_select(example, tmp_path, capsys):
+    argv = ["calibrate", str(example / "activations.npz"), "--trt-version", "7.0.0"]
+    assert main([*argv, "-o", str(tmp_path / "a.cache")]) == 0
+    capsys.readouterr()
+    stats = str(tmp_path / "a.stats.npz")
+    argv = ["calibrate", stats, "--trt-version", "7.0.0", "-o", str(tmp_path / "b.cache")]
+    assert main(argv) == 1
+    assert "use 'calibkit select'" in capsys.readouterr().err
