@@ -2,7 +2,7 @@
 
 For each model: calibrate once (histograms of every activation over the calibration inputs,
 ``calibkit.calibrate_onnx``), then for every algorithm select amax from the same histograms,
-write the Q/DQ model (``calibkit.qdq.to_qdq``: activations per tensor, weights per channel,
+write the Q/DQ model (``calibkit.onnx.qdq.to_qdq``: activations per tensor, weights per channel,
 TensorRT's placement rules) and run it with onnxruntime, graph optimisations off (Q/DQ nodes
 execute as written). The baseline, measured in the same run, is the FP32 model on the same inputs.
 
@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from calibkit.calibrate import apply_sharing, calibrate_onnx
-from calibkit.qdq import to_qdq
+from calibkit.onnx.calibrate import apply_sharing, calibrate_onnx
+from calibkit.onnx.qdq import to_qdq
+from calibkit.research.sensitivity import output_error, run_model
 from calibkit.scale import scale_from_amax
 from calibkit.selectors import compute_amax, make_selector
-from calibkit.sensitivity import output_error, run_model
 
 ROOT = Path(__file__).resolve().parents[1]
 TRT_VERSION = "10.16"  # selects the scale-sharing rules (docs/sharing.md)

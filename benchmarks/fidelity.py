@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 import calibkit as ck
-from calibkit.activations import iter_recorded_batches
-from calibkit.cache import read_cache, write_atomic
+from calibkit.atomic import write_atomic
+from calibkit.cache.format import read_cache
+from calibkit.data.activations import iter_recorded_batches
 
 ROOT = Path(__file__).resolve().parents[1]
 TESTDATA = ROOT.parent / "shared" / "testdata"

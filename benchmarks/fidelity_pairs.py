@@ -3,10 +3,10 @@
 For each pair in ``../shared/testdata/onnx_cache_pairs`` (TensorRT's own cache + the graph):
 
 - **sharing**: the groups of graph tensors with bit-identical scales in TensorRT's cache versus
-  the groups ``calibkit.sharing.share_scales`` predicts from the graph alone. Every tie the pass
+  the groups ``share_scales`` predicts from the graph alone. Every tie the pass
   predicts must be in the cache; every other tie in the cache must be a data coincidence the
   pairs' README lists (same data, same maximum, same saturation) or it is reported unexplained.
-- **names**: the cache names calibkit produces (``calibkit.trt_names``) versus TensorRT's.
+- **names**: the cache names calibkit produces (``calibkit.rules.names``) versus TensorRT's.
 
 ``pairs_markdown()`` returns the markdown section merged into docs/fidelity.md. Regenerate with::
 
@@ -29,11 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
-from calibkit.cache import read_cache
+from calibkit.cache.format import read_cache
 from calibkit.errors import CacheFormatError
-from calibkit.graph import Graph
-from calibkit.sharing import POOLING_OPS, UnsettledVersionWarning, share_scales
-from calibkit.trt_names import trt_cache_names
+from calibkit.onnx.graph import Graph
+from calibkit.rules.names import trt_cache_names
+from calibkit.rules.sharing import POOLING_OPS, UnsettledVersionWarning, share_scales
 
 ROOT = Path(__file__).resolve().parents[1]
 PAIRS = ROOT.parent / "shared" / "testdata" / "onnx_cache_pairs"
@@ -398,7 +398,7 @@ def pairs_markdown(root: Path = PAIRS) -> str:
         " (TensorRT's own caches with the graph they were written for). Regenerate with"
         " `python benchmarks/fidelity_pairs.py`.",
         "",
-        "### Scale sharing (calibkit.sharing, `--share-scales trt`)",
+        "### Scale sharing (calibkit.rules.sharing, `--share-scales trt`)",
         "",
         "A *group* is a set of two or more graph tensors with bit-identical scales. *Exact*:"
         " the cache group is a group the pass predicts from the graph alone. *Coincidence*: the"
@@ -450,7 +450,7 @@ def _alternatives(pairs) -> list[str]:
 def _names_section(pairs) -> list[str]:
     out = [
         "",
-        "### Cache names (calibkit.trt_names)",
+        "### Cache names (calibkit.rules.names)",
         "",
         "*Produced*: TensorRT's names that calibkit writes. *Reported*: TensorRT names not written"
         " but matching a line calibkit reports as unknowable (found/reported). *Internal*: other"

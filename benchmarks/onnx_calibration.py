@@ -143,7 +143,7 @@ def _batches(folder: Path, batch_size: int):
 
 
 def child_calibkit(model: Path, data: Path, batch_size: int, threads: int) -> dict:
-    from calibkit.calibrate import calibrate_onnx
+    from calibkit.onnx.calibrate import calibrate_onnx
 
     t0 = time.perf_counter()
     result = calibrate_onnx(

@@ -2,7 +2,7 @@
 
 Calibrates each real model with calibkit on the CPU (histograms of every activation over the
 calibration inputs, entropy2 unless told otherwise), writes the Q/DQ model with
-``calibkit.qdq.to_qdq`` and runs FP32 and Q/DQ models with onnxruntime (graph optimisations off,
+``to_qdq`` and runs FP32 and Q/DQ models with onnxruntime (graph optimisations off,
 so onnxruntime executes the Q/DQ nodes as written: fake quantisation) on held-aside inputs.
 
 Baselines measured in the same run: the same Q/DQ model with every activation scale multiplied
@@ -33,8 +33,8 @@ import numpy as np
 
 from benchmarks import models
 from calibkit.collect import HistogramCollector
-from calibkit.onnx_source import OnnxActivationSource
-from calibkit.qdq import DEFAULT_OP_TYPES, to_qdq
+from calibkit.onnx.qdq import DEFAULT_OP_TYPES, to_qdq
+from calibkit.onnx.source import OnnxActivationSource
 from calibkit.scale import scale_from_amax
 from calibkit.selectors import compute_amax, make_selector
 

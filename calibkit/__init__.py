@@ -8,11 +8,9 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-from .cache import CalibrationCache, parse_trt_version, read_cache, write_cache
-from .calibrate import CalibrationResult, calibrate_onnx, select_all, select_from_stats
+from .cache.format import CalibrationCache, parse_trt_version, read_cache, write_cache
 from .collect import HistogramCollector, MaxCollector
-from .compare import Comparison, compare
-from .data import DataError, ImagePreprocess, open_data
+from .data.sources import DataError, ImagePreprocess, open_data
 from .errors import (
     CacheFormatError,
     CalibkitError,
@@ -22,10 +20,14 @@ from .errors import (
     NotCollectedError,
 )
 from .histogram import Histogram
-from .onnx_source import OnnxActivationSource
-from .qdq import QdqReport, to_qdq, write_qdq
-from .qdq_reverse import qdq_to_cache
-from .report import write_report
+from .onnx.calibrate import CalibrationResult, calibrate_onnx, select_all, select_from_stats
+from .onnx.qdq import QdqReport, to_qdq, write_qdq
+from .onnx.reverse import qdq_to_cache
+from .onnx.source import OnnxActivationSource
+from .research.compare import Comparison, compare
+from .research.report import write_report
+from .research.sensitivity import output_error, sensitivity
+from .research.stability import samples_from_onnx, samples_from_recorded, stability
 from .scale import amax_from_scale, scale_from_amax
 from .selectors import (
     EntropySelector,
@@ -36,8 +38,6 @@ from .selectors import (
     compute_amax,
     make_selector,
 )
-from .sensitivity import output_error, sensitivity
-from .stability import samples_from_onnx, samples_from_recorded, stability
 from .stats import Stats, load_stats, save_stats
 
 __all__ = [

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import __version__
-from .cache import write_atomic
+from .atomic import write_atomic
 from .errors import CalibkitError
 from .histogram import Histogram
 

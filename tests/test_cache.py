@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from calibkit.cache import (
+from calibkit.cache.format import (
     CalibrationCache,
     LegacyHeader,
     parse_trt_version,
@@ -421,7 +421,7 @@ def test_written_caches_read_back_equal(amax, version, algorithm):
 
 
 def test_name_that_is_not_unicode_text_is_refused():
-    from calibkit.cache import CalibrationCache
+    from calibkit.cache.format import CalibrationCache
 
     cache = CalibrationCache.from_amax(
         {"\ud800": 1.0}, trt_version="10.16", algorithm="MinMaxCalibration"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from calibkit.cache import read_cache
-from calibkit.cache_check import check_cache, read_model_graph
+from calibkit.cache.check import check_cache, read_model_graph
+from calibkit.cache.format import read_cache
 
 
 def _model(tmp_path):

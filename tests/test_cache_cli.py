@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibkit.cache import read_cache
+from calibkit.cache.format import read_cache
 from calibkit.cli import main
 from calibkit.scale import scale_from_amax
 

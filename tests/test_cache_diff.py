@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from calibkit.cache import CalibrationCache
-from calibkit.cache_diff import diff_caches
+from calibkit.cache.diff import diff_caches
+from calibkit.cache.format import CalibrationCache
 from calibkit.histogram import Histogram
 
 

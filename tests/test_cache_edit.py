@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibkit.cache import read_cache
-from calibkit.cache_edit import clamp_amax, drop_tensors, retarget, select_tensors, set_scales
+from calibkit.cache.edit import clamp_amax, drop_tensors, retarget, select_tensors, set_scales
+from calibkit.cache.format import read_cache
 from calibkit.scale import scale_from_amax
 
 DATA = b"TRT-8402-MinMaxCalibration\ninput: 3C010204\nconv:0: 3f800000\nrelu: 3e000000\n"

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from calibkit.cache import CalibrationCache, read_cache
-from calibkit.cache_formats import (
+from calibkit.cache.format import CalibrationCache, read_cache
+from calibkit.cache.formats import (
     FORMATS,
     detect_format,
     range_for_scale,

@@ -12,16 +12,16 @@ import numpy as np
 import pytest
 
 from calibkit import HistogramCollector, compute_amax, load_stats, make_selector
-from calibkit.cache import read_cache
-from calibkit.calibrate import (
+from calibkit.cache.format import read_cache
+from calibkit.cli import main
+from calibkit.data.sources import DataError
+from calibkit.onnx.calibrate import (
     ALL_ALGORITHMS,
     calibrate_onnx,
     default_stats_path,
     select_all,
     select_from_stats,
 )
-from calibkit.cli import main
-from calibkit.data import DataError
 from calibkit.scale import scale_from_amax
 
 onnx = pytest.importorskip("onnx")
@@ -103,13 +103,13 @@ def test_raw_pixels_fed_as_floats_are_flagged(cnn, tmp_path, rng, caplog):
     pixels = rng.integers(0, 256, size=(4, 3, 4, 4)).astype(np.float32)
     pixels.flat[:2] = 0, 255
     np.save(tmp_path / "pixels.npy", pixels)
-    with caplog.at_level(logging.WARNING, logger="calibkit.calibrate"):
+    with caplog.at_level(logging.WARNING, logger="calibkit.onnx.calibrate"):
         calibrate_onnx(cnn[0], tmp_path / "pixels.npy", trt_version="10.16", num_threads=1)
     assert "input 'x' holds whole numbers in [0, 255], like raw 8-bit pixels" in caplog.text
 
 
 def test_scaled_data_is_not_flagged(cnn, caplog):
-    with caplog.at_level(logging.WARNING, logger="calibkit.calibrate"):
+    with caplog.at_level(logging.WARNING, logger="calibkit.onnx.calibrate"):
         _calibrate(cnn)
     assert "raw 8-bit pixels" not in caplog.text
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 import calibkit as ck
-from calibkit.cache import read_cache
+from calibkit.cache.format import read_cache
 from calibkit.cli import main
-from calibkit.graph import Graph
+from calibkit.onnx.graph import Graph
 
 pytest.importorskip("onnxruntime")
 

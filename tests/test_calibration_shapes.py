@@ -9,7 +9,7 @@ import pytest
 
 import calibkit as ck
 from calibkit.cli import main
-from calibkit.data import DataError, at_calibration_shapes, parse_shape
+from calibkit.data.sources import DataError, at_calibration_shapes, parse_shape
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
@@ -24,7 +24,7 @@ def test_parse_shape():
 
 def test_first_elements_in_memory_order(rng, caplog):
     batches = [{"x": rng.random((8, 3)).astype(np.float32)} for _ in range(2)]
-    with caplog.at_level(logging.WARNING, logger="calibkit.data"):
+    with caplog.at_level(logging.WARNING, logger="calibkit.data.sources"):
         out = list(at_calibration_shapes(batches, {"x": (2, 3)}))
     for src, got in zip(batches, out, strict=True):
         np.testing.assert_array_equal(got["x"], src["x"][:2])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import calibkit as ck
-from calibkit.cache import read_cache
+from calibkit.cache.format import read_cache
 from calibkit.cli import main
 
 EXAMPLE = "examples/trt7000_conv"

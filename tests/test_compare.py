@@ -1,4 +1,4 @@
-"""Tests for calibkit.compare and the ``calibkit compare`` command."""
+"""Tests for calibkit.research.compare and the ``calibkit compare`` command."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 import calibkit as ck
 from calibkit.cli import main
-from calibkit.compare import DEFAULT_ALGORITHMS, compare, quantization_error
 from calibkit.histogram import Histogram
+from calibkit.research.compare import DEFAULT_ALGORITHMS, compare, quantization_error
 from calibkit.selectors import EntropySelector
 
 

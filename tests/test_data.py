@@ -10,7 +10,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from calibkit.data import PRESETS, DataError, ImagePreprocess, InputSpec, check_batch, open_data
+from calibkit.data.sources import (
+    PRESETS,
+    DataError,
+    ImagePreprocess,
+    InputSpec,
+    check_batch,
+    open_data,
+)
 
 F32 = np.dtype(np.float32)
 IMAGE = InputSpec("x", F32, ("batch", 3, 8, 8))
@@ -169,7 +176,7 @@ def test_fixed_batch_model_sets_the_batch_size_and_reports_leftovers(rng, tmp_pa
     spec = InputSpec("x", F32, (4, 3, 8, 8))
     x = _samples(rng, 10)
     np.save(tmp_path / "x.npy", x)
-    with caplog.at_level(logging.WARNING, logger="calibkit.data"):
+    with caplog.at_level(logging.WARNING, logger="calibkit.data.sources"):
         batches = list(open_data(tmp_path / "x.npy", [spec]))
     assert [len(b["x"]) for b in batches] == [4, 4]
     np.testing.assert_array_equal(_concat(batches), x[:8])
@@ -179,7 +186,7 @@ def test_fixed_batch_model_sets_the_batch_size_and_reports_leftovers(rng, tmp_pa
 def test_fixed_batch_model_with_max_samples_uses_whole_batches(rng, tmp_path, caplog):
     spec = InputSpec("x", F32, (4, 3, 8, 8))
     np.save(tmp_path / "x.npy", _samples(rng, 20))
-    with caplog.at_level(logging.WARNING, logger="calibkit.data"):
+    with caplog.at_level(logging.WARNING, logger="calibkit.data.sources"):
         batches = list(open_data(tmp_path / "x.npy", [spec], max_samples=10))
     assert [len(b["x"]) for b in batches] == [4, 4]
     assert "the last 2 sample(s) are not used" in caplog.text

@@ -15,9 +15,9 @@ import pytest
 from conftest import TESTDATA
 
 import calibkit as ck
-from calibkit.activations import iter_recorded_batches
-from calibkit.cache import read_cache
+from calibkit.cache.format import read_cache
 from calibkit.cli import main
+from calibkit.data.activations import iter_recorded_batches
 
 CASES = sorted(p for p in (TESTDATA / "trt_triples").glob("*") if (p / "expected.cache").is_file())
 ALGORITHMS = {

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from calibkit.errors import CacheFormatError
-from calibkit.graph import Graph, Node
+from calibkit.onnx.graph import Graph, Node
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402

@@ -10,9 +10,9 @@ import pytest
 from scipy.special import erf
 
 from calibkit import HistogramCollector
-from calibkit.data import DataError, InputSpec
+from calibkit.data.sources import DataError, InputSpec
 from calibkit.errors import CalibkitError
-from calibkit.onnx_source import OnnxActivationSource
+from calibkit.onnx.source import OnnxActivationSource
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

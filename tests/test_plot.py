@@ -1,4 +1,4 @@
-"""Tests for calibkit.plot: figures render to valid, non-empty PNGs."""
+"""Tests for calibkit.research.plot: figures render to valid, non-empty PNGs."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import math
 import numpy as np
 import pytest
 
-from calibkit.compare import compare
 from calibkit.histogram import Histogram
+from calibkit.research.compare import compare
 
 pytest.importorskip("matplotlib")
-from calibkit.plot import plot_histogram, plot_ratios, save_figure
+from calibkit.research.plot import plot_histogram, plot_ratios, save_figure
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -1,4 +1,4 @@
-"""Q/DQ export (calibkit.qdq) and import (calibkit.qdq_reverse), checked with onnxruntime."""
+"""Q/DQ export (calibkit.onnx.qdq) and import (calibkit.onnx.reverse), checked with onnxruntime."""
 
 from __future__ import annotations
 
@@ -15,11 +15,11 @@ ort = pytest.importorskip("onnxruntime")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from calibkit.cache import CalibrationCache, read_cache, write_cache  # noqa: E402
+from calibkit.cache.format import CalibrationCache, read_cache, write_cache  # noqa: E402
 from calibkit.cli import main  # noqa: E402
 from calibkit.errors import CacheFormatError  # noqa: E402
-from calibkit.qdq import DEFAULT_OP_TYPES, to_qdq, write_qdq  # noqa: E402
-from calibkit.qdq_reverse import from_qdq, qdq_to_cache  # noqa: E402
+from calibkit.onnx.qdq import DEFAULT_OP_TYPES, to_qdq, write_qdq  # noqa: E402
+from calibkit.onnx.reverse import from_qdq, qdq_to_cache  # noqa: E402
 
 PAIRS = (
     "lannyyip_resunet_trt8001_ec2",

@@ -18,14 +18,14 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from calibkit.cache import read_cache
-from calibkit.calibrate import calibrate_onnx
+from calibkit.cache.format import read_cache
 from calibkit.cli import main
-from calibkit.data import open_data
-from calibkit.onnx_source import OnnxActivationSource
+from calibkit.data.sources import open_data
+from calibkit.onnx.calibrate import calibrate_onnx
+from calibkit.onnx.source import OnnxActivationSource
+from calibkit.rules.names import constant_values, trt_cache_names
 from calibkit.scale import scale_from_amax
 from calibkit.stats import load_stats
-from calibkit.trt_names import constant_values, trt_cache_names
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "fashion_mnist"

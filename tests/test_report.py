@@ -1,4 +1,4 @@
-"""Tests for calibkit.report and ``calibkit report``: the folder renders and every link resolves."""
+"""Tests for research.report and ``calibkit report``: the folder renders and every link resolves."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import calibkit as ck
 from calibkit.cli import main
 
 pytest.importorskip("matplotlib")
-from calibkit.report import write_report
+from calibkit.research.report import write_report
 
 
 class _Links(html.parser.HTMLParser):

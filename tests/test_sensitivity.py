@@ -1,4 +1,4 @@
-"""Tests for calibkit.sensitivity and ``calibkit sensitivity``."""
+"""Tests for calibkit.research.sensitivity and ``calibkit sensitivity``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from calibkit.sensitivity import ALL_TENSORS, output_error, sensitivity  # noqa: E402
+from calibkit.research.sensitivity import ALL_TENSORS, output_error, sensitivity  # noqa: E402
 
 
 def _mlp(tmp_path, rng):

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 
-from calibkit.cache import read_cache
-from calibkit.graph import Graph, Node
-from calibkit.sharing import (
+from calibkit.cache.format import read_cache
+from calibkit.onnx.graph import Graph, Node
+from calibkit.rules.sharing import (
     POOLING_OPS,
     UnsettledVersionWarning,
     rules_for_version,

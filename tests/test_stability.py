@@ -1,4 +1,4 @@
-"""Tests for calibkit.stability and ``calibkit stability``."""
+"""Tests for calibkit.research.stability and ``calibkit stability``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 import calibkit as ck
 from calibkit.cli import main
 from calibkit.errors import CalibkitError
-from calibkit.stability import samples_from_onnx, samples_from_recorded, stability
+from calibkit.research.stability import samples_from_onnx, samples_from_recorded, stability
 from tests.conftest import ROOT
 
 TRIPLE = ROOT / "examples" / "trt7000_conv" / "activations.npz"

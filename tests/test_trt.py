@@ -1,4 +1,4 @@
-"""Contract tests of calibkit.trt against the stand-in ``tensorrt`` in tests/trt_standin/.
+"""Contract tests of calibkit.trt.adapter against the stand-in ``tensorrt`` in tests/trt_standin/.
 
 Real TensorRT cannot be installed here; the stand-in enforces the binding contract (see
 tests/trt_standin/api.py for the source of each rule). Each test names the real behaviour it
@@ -26,10 +26,10 @@ from trt_standin import (
 )
 
 from calibkit import MissingDependencyError, NotCollectedError
-from calibkit.cache import CalibrationCache, read_cache, write_cache
+from calibkit.cache.format import CalibrationCache, read_cache, write_cache
 from calibkit.cli import main
 from calibkit.errors import CalibkitError
-from calibkit.trt import apply_dynamic_ranges, build_engine, make_calibrator
+from calibkit.trt.adapter import apply_dynamic_ranges, build_engine, make_calibrator
 
 onnx = pytest.importorskip("onnx")
 helper = onnx.helper
@@ -218,7 +218,7 @@ def test_legacy_cache_served_with_the_calibrator_parameters(standin, model):
 )
 def test_real_caches_served_with_lf_and_their_own_algorithm(standin, model, name, spec):
     # TRT_CALIBRATION.md §5: TensorRT writes LF; whether it reads CRLF is unknown, so serve LF
-    from calibkit.trt import algorithm_of
+    from calibkit.trt.adapter import algorithm_of
 
     cache = read_cache(CACHES / name)
     assert algorithm_of(cache) == spec
@@ -632,7 +632,7 @@ def test_serving_keeps_every_scale_and_only_rewrites_the_header(amax, running, w
     [("10.16.0.72", (10, 16, 0)), ("10.0.0b6", (10, 0, 0)), ("8.6", (8, 6, 0))],
 )
 def test_trt_version_reads_release_and_beta_strings(standin, version, expected):
-    from calibkit.trt import trt_version
+    from calibkit.trt.adapter import trt_version
 
     standin.trt.__version__ = version
     assert trt_version(standin.trt) == expected

@@ -24,7 +24,7 @@ import importlib
 import numpy as np
 import pytest
 
-from calibkit.trt import build_engine, crosscheck, make_calibrator, trt_version
+from calibkit.trt.adapter import build_engine, crosscheck, make_calibrator, trt_version
 
 pytestmark = pytest.mark.gpu
 
@@ -110,7 +110,7 @@ def test_calibkit_cache_equals_tensorrts(real_trt, tiny_model, tmp_path, algorit
         _batches(),
         algorithm=algorithm,
         trt_cache=tmp_path / "trt.cache",
-        calibkit_cache=tmp_path / "calibkit.cache",
+        calibkit_cache=tmp_path / "calibkit.cache.format",
     )
     assert result.trt_cache.version == trt_version(real_trt)
     rows = {row.name: row for row in result.diff.rows}
@@ -130,7 +130,7 @@ def test_calibkit_cache_equals_tensorrts(real_trt, tiny_model, tmp_path, algorit
 
 @pytest.mark.parametrize("algorithm", _ALGORITHMS)
 def test_tensorrt_uses_a_served_calibkit_cache(real_trt, tiny_model, tmp_path, algorithm):
-    from calibkit.calibrate import calibrate_onnx
+    from calibkit.onnx.calibrate import calibrate_onnx
 
     ours = calibrate_onnx(
         tiny_model, _batches(), algorithm=algorithm, trt_version=trt_version(real_trt)

@@ -7,11 +7,11 @@ import re
 import numpy as np
 import pytest
 
-from calibkit.cache import read_cache
-from calibkit.graph import Graph
+from calibkit.cache.format import read_cache
+from calibkit.onnx.graph import Graph
+from calibkit.rules.names import constant_values, trt_amax, trt_cache_names
 from calibkit.scale import scale_from_amax
 from calibkit.selectors import make_selector
-from calibkit.trt_names import constant_values, trt_amax, trt_cache_names
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper  # noqa: E402

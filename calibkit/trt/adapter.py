@@ -37,8 +37,8 @@ from typing import Any
 
 import numpy as np
 
-from ._optional import require
-from .errors import CalibkitError, MissingDependencyError, NotCollectedError
+from .._optional import require
+from ..errors import CalibkitError, MissingDependencyError, NotCollectedError
 
 __all__ = [
     "CrossCheck",
@@ -83,7 +83,7 @@ class _Algorithm:
 
 def _parse_algorithm(algorithm: Any) -> _Algorithm:
     """Map a selector spec (``"entropy2"``, ``"legacy:0.9999:1.0"``, ...) or a Selector."""
-    from .selectors import make_selector
+    from ..selectors import make_selector
 
     selector = make_selector(algorithm) if isinstance(algorithm, str) else algorithm
     word = getattr(selector, "trt_algorithm", None)
@@ -307,7 +307,7 @@ def _bytes_at(ptr: Any, length: int) -> bytes:
 # -- serving -------------------------------------------------------------------------------------
 def _served_bytes(cache: Any, algo: _Algorithm, version: tuple[int, int, int]) -> bytes:
     """Return `cache` with its header rewritten for `version` and `algo`; warn if it differed."""
-    from .cache import LEGACY_ALGORITHM, CalibrationCache, LegacyHeader, read_cache
+    from ..cache.format import LEGACY_ALGORITHM, CalibrationCache, LegacyHeader, read_cache
 
     if not isinstance(cache, CalibrationCache):
         cache = read_cache(cache)
@@ -422,7 +422,7 @@ def make_calibrator(
     base = getattr(trt, algo.base)
 
     class Calibrator(base):
-        """calibkit's TensorRT calibrator (see :func:`calibkit.trt.make_calibrator`)."""
+        """calibkit's TensorRT calibrator (see :func:`calibkit.trt.adapter.make_calibrator`)."""
 
         def __init__(self) -> None:
             base.__init__(self)  # pybind11 trampoline: must be called explicitly
@@ -478,7 +478,7 @@ def make_calibrator(
         def write_calibration_cache(self, cache_view: Any) -> None:
             self.cache_bytes = bytes(cache_view)  # TensorRT frees the memory after this call
             if data is not None and cache is not None:
-                from .cache import write_atomic
+                from ..atomic import write_atomic
 
                 write_atomic(cache, self.cache_bytes)
 
@@ -499,7 +499,7 @@ def make_calibrator(
             def write_histogram_cache(self, ptr: Any, length: int) -> None:
                 self.histogram_cache = _bytes_at(ptr, length)
                 if histogram_cache is not None:
-                    from .cache import write_atomic
+                    from ..atomic import write_atomic
 
                     write_atomic(histogram_cache, self.histogram_cache)
 
@@ -554,7 +554,7 @@ def apply_dynamic_ranges(network: Any, cache_or_scales: Any) -> DynamicRangeRepo
         Applied, missing (a warning is logged when there are any), unused and skipped tensors.
     """
     import_tensorrt()
-    from .cache import CalibrationCache, read_cache
+    from ..cache.format import CalibrationCache, read_cache
 
     if isinstance(cache_or_scales, Mapping):
         amax = {str(k): float(v) for k, v in cache_or_scales.items()}
@@ -675,7 +675,7 @@ class CrossCheck:
 
     trt_cache: Any  # CalibrationCache written by TensorRT's own calibrator
     calibkit_cache: Any  # CalibrationCache from calibkit.calibrate_onnx
-    diff: Any  # calibkit.cache_diff.CacheDiff, rows in TensorRT's order
+    diff: Any  # calibkit.cache.diff.CacheDiff, rows in TensorRT's order
     num_batches: int
     stats_path: Path | None = None  # calibkit's histograms, saved next to calibkit's cache
 
@@ -719,12 +719,12 @@ def crosscheck(
     model : path
         The ONNX model.
     data : path, "loader.py[:function]", or iterable of dicts
-        Calibration inputs (see :func:`calibkit.data.open_data`); read once, then fed to both.
+        Calibration inputs (see :func:`~calibkit.data.open_data`); read once, then fed to both.
     algorithm : str
         A TensorRT calibrator: ``entropy2``, ``entropy``, ``minmax`` or ``legacy:<q>:<cutoff>``
         (calibkit's side uses the same spec, e.g. ``entropy2:pytorch`` for a variant).
     batch_size, max_samples, preprocess
-        Passed to :func:`calibkit.data.open_data`.
+        Passed to :func:`~calibkit.data.open_data`.
     device : str
         Device-memory library for TensorRT's batches (see :func:`make_calibrator`).
     trt_cache, calibkit_cache : path, optional
@@ -740,11 +740,11 @@ def crosscheck(
     if not algo.native:
         msg = f"TensorRT has no {algo.spec!r} calibrator to compare with"
         raise ValueError(msg)
-    from .cache import read_cache
-    from .cache_diff import diff_caches
-    from .calibrate import calibrate_onnx
-    from .data import open_data
-    from .onnx_source import OnnxActivationSource
+    from ..cache.diff import diff_caches
+    from ..cache.format import read_cache
+    from ..data.sources import open_data
+    from ..onnx.calibrate import calibrate_onnx
+    from ..onnx.source import OnnxActivationSource
 
     inputs = OnnxActivationSource(model).inputs
     source = open_data(

@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ._optional import require
-from .cache import ALGORITHMS, CalibrationCache, parse_trt_version
-from .errors import CacheFormatError
+from .._optional import require
+from ..cache.format import ALGORITHMS, CalibrationCache, parse_trt_version
+from ..errors import CacheFormatError
 from .qdq import META_ALGORITHM, META_HEADER, META_VERSION, load_model
 
 if TYPE_CHECKING:

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._optional import require
-from .data import InputSpec, check_batch
-from .errors import CalibkitError
+from .._optional import require
+from ..data.sources import InputSpec, check_batch
+from ..errors import CalibkitError
 
 if TYPE_CHECKING:
     import onnx

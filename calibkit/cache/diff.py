@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .cache import CalibrationCache
+from .format import CalibrationCache
 
 if TYPE_CHECKING:
-    from .histogram import Histogram
+    from ..histogram import Histogram
 
 __all__ = ["CacheDiff", "TensorDiff", "diff_caches"]
 

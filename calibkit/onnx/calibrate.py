@@ -29,23 +29,24 @@ from pathlib import Path
 
 import numpy as np
 
-from . import __version__
-from ._optional import require
-from .cache import (
+from .. import __version__
+from .._optional import require
+from ..cache.format import (
     LEGACY_ALGORITHM,
     CalibrationCache,
     hex_from_scale,
     parse_trt_version,
     write_cache,
 )
-from .collect import HistogramCollector
+from ..collect import HistogramCollector
+from ..histogram import Histogram
+from ..rules.names import CacheLine, CacheNames, constant_values, trt_amax, trt_cache_names
+from ..rules.sharing import SharingResult, share_scales
+from ..scale import scale_from_amax
+from ..selectors import compute_amax, make_selector
+from ..stats import Stats, load_stats, save_stats
+from ..text import format_table
 from .graph import Graph
-from .histogram import Histogram
-from .scale import scale_from_amax
-from .selectors import compute_amax, make_selector
-from .sharing import SharingResult, share_scales
-from .stats import Stats, load_stats, save_stats
-from .trt_names import CacheLine, CacheNames, constant_values, trt_amax, trt_cache_names
 
 __all__ = [
     "ALL_ALGORITHMS",
@@ -213,7 +214,7 @@ def apply_sharing(
 
     `graph` is the model's :class:`Graph` or its ``to_dict()`` form (saved in the statistics);
     without one nothing moves. `rules` is ``"trt"`` (the rules of `trt_version`, see
-    :func:`calibkit.sharing.rules_for_version`), ``"none"``, or explicit rules (``"P"``, ``"P,C"``).
+    :func:`~..rules.sharing.rules_for_version`), ``"none"``, or explicit rules (``"P"``, ``"P,C"``).
     """
     if rules == "none" or graph is None:
         return dict(amax), None
@@ -227,7 +228,7 @@ def apply_sharing(
 def to_trt_names(amax: Mapping[str, float], lines) -> tuple[dict[str, float], list[str]]:
     """Key `amax` by the cache lines TensorRT looks up; return the values and missing names.
 
-    `lines` holds :class:`~calibkit.trt_names.CacheLine` or ``[name, source, kind]`` triples
+    `lines` holds :class:`~calibkit.rules.names.CacheLine` or ``[name, source, kind]`` triples
     (the form saved in the statistics).
     """
     lines = tuple(line if isinstance(line, CacheLine) else CacheLine(*line) for line in lines)
@@ -263,7 +264,7 @@ def calibrate_onnx(
     model : path
         The ONNX model.
     data : path, "loader.py[:function]", DataSource or iterable of dicts
-        Calibration inputs; see :func:`calibkit.data.open_data` for the accepted forms.
+        Calibration inputs; see :func:`calibkit.data.sources.open_data` for the accepted forms.
     algorithm : str
         Selector spec (``entropy2``, ``entropy``, ``minmax``, ``percentile:99.99``, ...).
     trt_version : str or tuple
@@ -271,9 +272,9 @@ def calibrate_onnx(
     num_bins, nan_policy
         Passed to :class:`HistogramCollector`.
     batch_size, max_samples, shuffle, seed, preprocess
-        Passed to :func:`calibkit.data.open_data`.
+        Passed to :func:`calibkit.data.sources.open_data`.
     tensors, max_tensors_per_run, optimization, num_threads
-        Passed to :class:`calibkit.onnx_source.OnnxActivationSource`.
+        Passed to :class:`calibkit.onnx.source.OnnxActivationSource`.
     progress : bool
         Show a tqdm progress bar (samples/s) on stderr, when stderr is a terminal.
     share_scales : str
@@ -286,7 +287,7 @@ def calibrate_onnx(
     calibration_shapes : mapping of input name to shape, optional
         Feed each listed input at this shape, as TensorRT does with dynamic shapes (it reads the
         calibration profile's optimum shape from the start of each batch buffer); see
-        :func:`calibkit.data.at_calibration_shapes`.
+        :func:`calibkit.data.sources.at_calibration_shapes`.
 
     Returns
     -------
@@ -298,8 +299,8 @@ def calibrate_onnx(
         For data that does not fit the model, a bad algorithm spec or a missing TensorRT version
         (checked before the model runs).
     """
-    from .data import DataSource, at_calibration_shapes, open_data
-    from .onnx_source import OnnxActivationSource
+    from ..data.sources import DataSource, at_calibration_shapes, open_data
+    from .source import OnnxActivationSource
 
     start = time.perf_counter()
     selector = make_selector(algorithm)
@@ -514,14 +515,14 @@ def format_amax_table(
         ratio = f"{value / m:.3f}" if m > 0 else "-"
         shown = f"{m:.6g}" if hist is not None else "-"
         rows.append((name, shown, f"{value:.6g}", ratio, hex_from_scale(scale_from_amax(value))))
-    return _table(rows)
+    return format_table(rows)
 
 
 def format_input_table(ranges: Mapping[str, InputRange]) -> str:
     """Text table of the model inputs' value ranges."""
     rows = [("input", "min", "max", "mean")]
     rows += [(r.name, f"{r.min:.6g}", f"{r.max:.6g}", f"{r.mean:.6g}") for r in ranges.values()]
-    return _table(rows)
+    return format_table(rows)
 
 
 def format_summary(result: CalibrationResult) -> str:
@@ -540,15 +541,3 @@ def format_summary(result: CalibrationResult) -> str:
         detail = ", ".join(f"rule {rule}: {k}" for rule, k in moved.items()) or "no rule"
         text += f"\nTensorRT scale sharing ({detail} tensor(s) take a neighbour's scale)"
     return text
-
-
-def _table(rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = [
-        "  ".join(
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        )
-        for r in rows
-    ]
-    return "\n".join(line.rstrip() for line in lines)

@@ -32,8 +32,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._optional import require
-from .graph import Graph, Node
+from .._optional import require
+from ..onnx.graph import Graph, Node
 
 if TYPE_CHECKING:
     import onnx
@@ -123,7 +123,7 @@ def trt_cache_names(
     Parameters
     ----------
     model : onnx.ModelProto, path or Graph
-        The ONNX model TensorRT parses. A :class:`~calibkit.graph.Graph` carries no shapes, types
+        The ONNX model TensorRT parses. A :class:`~..onnx.graph.Graph` carries no shapes, types
         or constants: every tensor in it is taken to be an activation, identity Reshapes cannot
         be detected, and no constant lines are produced.
     trt_version : tuple of int
@@ -171,7 +171,7 @@ def trt_amax(amax: Mapping[str, float], names: CacheNames) -> tuple[dict[str, fl
     Parameters
     ----------
     amax : Mapping[str, float]
-        Per ONNX tensor (activations, after :func:`calibkit.sharing.share_scales`), plus the
+        Per ONNX tensor (activations, after :func:`calibkit.rules.sharing.share_scales`), plus the
         constants' values keyed by their cache name (as :func:`constant_values` keys them).
     names : CacheNames
         From :func:`trt_cache_names`.

@@ -21,15 +21,15 @@ import math
 import os
 import re
 import struct
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from .errors import CacheFormatError
-from .scale import amax_from_scale, scale_from_amax
+from ..atomic import write_atomic
+from ..errors import CacheFormatError
+from ..scale import amax_from_scale, scale_from_amax
 
 __all__ = [
     "ALGORITHMS",
@@ -487,19 +487,6 @@ def read_cache(source: str | os.PathLike | bytes) -> CalibrationCache:
         return _parse(bytes(source), "<bytes>")
     path = Path(source)
     return _parse(path.read_bytes(), str(path))
-
-
-def write_atomic(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and ``os.replace``."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def write_cache(path: str | os.PathLike, cache: CalibrationCache) -> None:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ._optional import require
-from .errors import CalibkitError
+from .._optional import require
+from ..errors import CalibkitError
 
 __all__ = [
     "IMAGE_SUFFIXES",

@@ -38,16 +38,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import __version__
-from ._optional import require
-from .errors import CacheFormatError
+from .. import __version__
+from .._optional import require
+from ..errors import CacheFormatError
 
 if TYPE_CHECKING:
     import os
 
     from onnx import ModelProto
 
-    from .cache import CalibrationCache
+    from ..cache.format import CalibrationCache
 
 __all__ = [
     "DEFAULT_OP_TYPES",
@@ -178,7 +178,7 @@ class QdqReport:
         """Write :meth:`to_dict` as JSON, atomically."""
         import json
 
-        from .cache import write_atomic
+        from ..atomic import write_atomic
 
         text = json.dumps(self.to_dict(), indent=2, ensure_ascii=False) + "\n"
         write_atomic(path, text.encode("utf-8"))
@@ -203,7 +203,7 @@ def load_model(model: str | os.PathLike | ModelProto) -> ModelProto:
 
 def save_model(path: str | os.PathLike, model: ModelProto) -> None:
     """Write `model` to `path` atomically (models over 2 GB are not supported)."""
-    from .cache import write_atomic
+    from ..atomic import write_atomic
 
     write_atomic(path, model.SerializeToString())
 

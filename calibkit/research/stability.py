@@ -31,12 +31,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .activations import RecordedActivationsError
-from .cache import write_atomic
-from .calibrate import _table
-from .collect import HistogramCollector, MaxCollector
-from .errors import CalibkitError
-from .selectors import make_selector
+from ..atomic import write_atomic
+from ..collect import HistogramCollector, MaxCollector
+from ..data.activations import RecordedActivationsError
+from ..errors import CalibkitError
+from ..selectors import make_selector
+from ..text import format_table
 
 __all__ = [
     "StabilityResult",
@@ -155,7 +155,7 @@ class StabilityResult:
                     "UNSTABLE" if t.unstable else "",
                 )
             )
-        lines = [_table(rows)]
+        lines = [format_table(rows)]
         if limit is not None and len(ordered) > limit:
             lines.append(f"... {len(ordered) - limit} more tensors (see --json)")
         for name, why in self.skipped.items():
@@ -303,7 +303,7 @@ def samples_from_recorded(path: str | os.PathLike) -> dict[str, np.ndarray]:
     RecordedActivationsError
         If the file is unreadable, holds non-float arrays or tensors without a batch axis.
     """
-    from .activations import iter_recorded_batches
+    from ..data.activations import iter_recorded_batches
 
     batches = list(iter_recorded_batches(path))  # validates the file
     out = {}
@@ -332,7 +332,7 @@ def samples_from_onnx(
     Parameters
     ----------
     model, data, batch_size, max_samples, preprocess
-        As for :func:`calibkit.calibrate_onnx` (``calibkit.data.open_data``).
+        As for :func:`calibkit.calibrate_onnx` (``calibkit.data.sources.open_data``).
     tensors : str, optional
         Regex of the tensors to keep (default: every float activation). Keep it small for
         big models: memory is samples x the kept tensors' sizes.
@@ -350,8 +350,8 @@ def samples_from_onnx(
     CalibkitError
         When the activations would exceed `max_bytes` (the message names the fix).
     """
-    from .data import open_data
-    from .onnx_source import OnnxActivationSource
+    from ..data.sources import open_data
+    from ..onnx.source import OnnxActivationSource
 
     source = OnnxActivationSource(model, tensors=tensors, num_threads=num_threads)
     feed = open_data(

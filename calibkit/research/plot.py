@@ -17,16 +17,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ._optional import require
-from .cache import write_atomic
+from .._optional import require
+from ..atomic import write_atomic
 
 if TYPE_CHECKING:
     import os
 
     from matplotlib.figure import Figure
 
+    from ..histogram import Histogram
     from .compare import Comparison
-    from .histogram import Histogram
 
 __all__ = ["plot_histogram", "plot_ratios", "save_figure"]
 

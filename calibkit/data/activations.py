@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CalibkitError
+from ..errors import CalibkitError
 
 __all__ = ["RecordedActivationsError", "iter_recorded_batches"]
 

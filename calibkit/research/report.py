@@ -5,7 +5,7 @@
     report/index.html       summary per algorithm, overview figure, per-tensor table and plots
     report/overview.png     amax / max |x| per tensor and algorithm (plot.plot_ratios)
     report/tensors/NNNN.png one histogram per tensor with each algorithm's amax (plot_histogram)
-    report/compare.csv, report/compare.json   the numbers of calibkit.compare
+    report/compare.csv, report/compare.json   the numbers of calibkit.research.compare
 
 Every link is relative and nothing is fetched from the network, so the folder can be zipped,
 mailed or opened from disk. Tensor files are numbered (names may hold ``/``, ``:`` or spaces).
@@ -20,10 +20,10 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from ._optional import require
-from .cache import write_atomic
+from .._optional import require
+from ..atomic import write_atomic
+from ..histogram import Histogram
 from .compare import DEFAULT_ALGORITHMS, Comparison, compare
-from .histogram import Histogram
 from .plot import plot_histogram, plot_ratios, save_figure
 
 __all__ = ["write_report"]
@@ -122,7 +122,7 @@ def write_report(
     settings : mapping, optional
         Shown as JSON on the page (``Stats.settings``: how the histograms were collected).
     share : callable, optional
-        Scale sharing applied to each algorithm's amax (see :func:`calibkit.compare.compare`).
+        Scale sharing applied to each algorithm's amax (see :func:`~.compare.compare`).
 
     Raises
     ------

@@ -38,11 +38,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .cache import write_atomic
-from .calibrate import _table as format_table
-from .histogram import Histogram
-from .scale import scale_from_amax
-from .selectors import EntropySelector, compute_amax, make_selector
+from ..atomic import write_atomic
+from ..histogram import Histogram
+from ..scale import scale_from_amax
+from ..selectors import EntropySelector, compute_amax, make_selector
+from ..text import format_table
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
@@ -255,7 +255,7 @@ def compare(
         Selector specs (``make_selector``); duplicates are dropped.
     share : callable, optional
         Applied to each algorithm's ``{tensor: amax}`` before the metrics, e.g. TensorRT's
-        scale-sharing rules (``calibkit.calibrate.apply_sharing``), so every tensor is judged at
+        scale-sharing rules (``apply_sharing``), so every tensor is judged at
         the amax the cache would give it. Default: each tensor's own amax.
 
     Returns

@@ -2,7 +2,7 @@
 
 Formats (name: content -> who reads it):
 
-- ``trt``: the TensorRT calibration cache (:mod:`calibkit.cache`) -> TensorRT, trtexec;
+- ``trt``: the TensorRT calibration cache (:mod:`calibkit.cache.format`) -> TensorRT, trtexec;
 - ``json``: calibkit JSON, header + per tensor scale, amax, hex -> scripts (``cache show --json``);
 - ``csv``: ``name,scale,amax,hex`` with a header row -> spreadsheets;
 - ``ranges``: ``name:range`` per line -> TensorRT's sampleINT8API (it splits at the first ':');
@@ -34,16 +34,16 @@ from pathlib import Path
 
 import numpy as np
 
-from ._optional import require
-from .cache import (
+from .._optional import require
+from ..errors import CacheFormatError
+from ..scale import INT8_MAX, scale_from_amax
+from .format import (
     CalibrationCache,
     LegacyHeader,
     read_cache,
     scale_from_hex,
     write_atomic,
 )
-from .errors import CacheFormatError
-from .scale import INT8_MAX, scale_from_amax
 
 __all__ = [
     "FORMATS",

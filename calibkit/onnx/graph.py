@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ._optional import require
-from .errors import CacheFormatError
+from .._optional import require
+from ..errors import CacheFormatError
 
 if TYPE_CHECKING:
     import onnx

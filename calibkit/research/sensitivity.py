@@ -1,7 +1,7 @@
 """Per-tensor sensitivity: quantise one tensor at a time, keep the rest float, rank by output error.
 
 This is the list people use to choose layers to keep in higher precision. For every activation
-that the Q/DQ placement rules (:func:`calibkit.qdq.to_qdq`) would quantise, a copy of the model
+that the Q/DQ placement rules (:func:`calibkit.onnx.qdq.to_qdq`) would quantise, a copy of the model
 gets a Q/DQ pair on that tensor only (scale = amax / 127 from the chosen algorithm), onnxruntime
 runs it with graph optimisations off (so the Q/DQ nodes execute as written: fake quantisation),
 and its output is compared with the float model's on the same inputs. One extra row quantises
@@ -33,12 +33,12 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from ._optional import require
-from .cache import write_atomic
-from .calibrate import _table
-from .errors import CalibkitError
-from .qdq import DEFAULT_OP_TYPES, load_model, to_qdq
-from .scale import scale_from_amax
+from .._optional import require
+from ..atomic import write_atomic
+from ..errors import CalibkitError
+from ..onnx.qdq import DEFAULT_OP_TYPES, load_model, to_qdq
+from ..scale import scale_from_amax
+from ..text import format_table
 
 __all__ = ["SensitivityResult", "TensorSensitivity", "output_error", "run_model", "sensitivity"]
 
@@ -104,7 +104,7 @@ class SensitivityResult:
                     "-" if math.isnan(r.agreement) else f"{r.agreement:.3f}",
                 )
             )
-        text = _table(rows)
+        text = format_table(rows)
         if limit is not None and len(self.rows) > limit:
             text += f"\n... {len(self.rows) - limit} more tensors (see --json)"
         return text + (
@@ -198,7 +198,7 @@ def sensitivity(
     algorithm : str
         Recorded in the result (where the amax values came from).
     op_types, quantize_weights
-        As for :func:`calibkit.qdq.to_qdq`; by default only the activation is quantised, so
+        As for :func:`calibkit.onnx.qdq.to_qdq`; by default only the activation is quantised, so
         the ranking isolates activation error (``quantize_weights=True`` also quantises the
         weights of the ops reading that tensor).
 

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from .graph import Graph
+from ..onnx.graph import Graph
 
 __all__ = [
     "POOLING_OPS",
@@ -148,7 +148,7 @@ def share_scales(
 
     Examples
     --------
-    >>> from calibkit.graph import Graph, Node
+    >>> from calibkit.onnx.graph import Graph, Node
     >>> g = Graph((Node("Relu", ("x",), ("r",)), Node("MaxPool", ("r",), ("p",))), ("x",))
     >>> share_scales(g, {"x": 2.0, "r": 1.5, "p": 1.2}, trt_version=(10, 3, 0)).amax
     {'x': 2.0, 'r': 1.5, 'p': 1.5}

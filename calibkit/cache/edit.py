@@ -14,8 +14,8 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
-from .cache import ALGORITHMS, LEGACY_ALGORITHM, CalibrationCache, parse_trt_version
-from .scale import scale_from_amax
+from ..scale import scale_from_amax
+from .format import ALGORITHMS, LEGACY_ALGORITHM, CalibrationCache, parse_trt_version
 
 __all__ = ["clamp_amax", "drop_tensors", "retarget", "select_tensors", "set_scales"]
 

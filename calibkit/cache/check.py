@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ._optional import require
-from .cache import CalibrationCache
-from .graph import Graph
+from .._optional import require
+from ..onnx.graph import Graph
+from .format import CalibrationCache
 
 __all__ = ["CheckReport", "check_cache", "read_model_graph"]
 

@@ -1,0 +1,373 @@
+"""``calibkit calibrate`` (recorded activations or an ONNX model) and ``calibkit select``."""
+
+from __future__ import annotations
+
+import logging
+
+from ..errors import CalibkitError
+
+logger = logging.getLogger(__name__)
+
+
+def _add_calibrate(sub) -> None:
+    p = sub.add_parser(
+        "calibrate",
+        help="compute a TensorRT calibration cache from recorded activations or an ONNX model",
+        description=(
+            "Compute the calibration cache TensorRT's calibrator would write. SOURCE is an .npz "
+            "of recorded activations (key = tensor name, first axis = calibration batch, in "
+            "order) or an ONNX model (with --data)."
+        ),
+    )
+    p.add_argument("source", metavar="SOURCE", help="activations .npz, or MODEL.onnx")
+    p.add_argument(
+        "-a",
+        "--algorithm",
+        default="entropy2",
+        help=(
+            "entropy2 (default), entropy, minmax, percentile:<p>, legacy:<quantile>:<cutoff>, "
+            "mse; entropy variants as entropy2:<preset or key=value,...>"
+        ),
+    )
+    p.add_argument(
+        "--trt-version",
+        required=True,
+        help="TensorRT version the cache is for, e.g. 8.6.1 or 10.16 (it is in the header)",
+    )
+    p.add_argument("-o", "--output", required=True, help="cache file to write")
+    p.add_argument(
+        "--num-bins", type=int, default=2048, help="histogram bins per tensor (TensorRT: 2048)"
+    )
+    p.add_argument(
+        "--save-histograms",
+        metavar="STATS.npz",
+        help=(
+            "where to save every histogram, so 'calibkit select' can recompute any algorithm "
+            "(default: next to the cache, OUTPUT.stats.npz)"
+        ),
+    )
+    p.add_argument(
+        "--nan",
+        choices=("raise", "skip"),
+        default="raise",
+        help="NaN in an activation: stop with an error (default) or count and skip it",
+    )
+    _CALIBRATE_EXTENSIONS.append(p)
+    p.set_defaults(func=_cmd_calibrate)
+
+
+_CALIBRATE_EXTENSIONS: list = []  # the calibrate parser, for sections that add options to it
+_CALIBRATE_HANDLERS: dict = {}  # source suffix -> handler(args) for other SOURCE kinds
+
+
+def _cmd_calibrate(args) -> int:
+    """Compute a TensorRT calibration cache from recorded activations or an ONNX model."""
+    from pathlib import Path
+
+    from ..cache.format import write_cache
+    from ..collect import HistogramCollector
+    from ..data.activations import iter_recorded_batches
+    from ..onnx.calibrate import cache_from_amax, default_stats_path
+    from ..selectors import compute_amax, make_selector
+    from ..stats import is_stats_file, save_stats
+
+    suffix = Path(args.source).suffix.lower()
+    if suffix in _CALIBRATE_HANDLERS:
+        return _CALIBRATE_HANDLERS[suffix](args)
+    if suffix != ".npz":
+        kinds = ", ".join(sorted({".npz", *_CALIBRATE_HANDLERS}))
+        msg = f"{args.source}: unsupported source; expected one of {kinds}"
+        raise CalibkitError(msg)
+    if is_stats_file(args.source):
+        msg = f"{args.source} holds saved statistics, not activations: use 'calibkit select'"
+        raise CalibkitError(msg)
+    try:  # bad arguments or data become one error line
+        selector = make_selector(args.algorithm)
+        cache_from_amax({}, selector, args.trt_version)  # check the header before the work
+        collector = HistogramCollector(args.num_bins, nan_policy=args.nan)
+        for batch in iter_recorded_batches(args.source):
+            collector.update(batch)
+        amax = compute_amax(collector.histograms_, selector)
+        cache = cache_from_amax(amax, selector, args.trt_version)
+    except (ValueError, TypeError) as err:
+        if isinstance(err, CalibkitError):
+            raise
+        raise CalibkitError(str(err)) from err
+    write_cache(args.output, cache)
+    stats = None
+    if not getattr(args, "no_save_histograms", False):
+        stats = args.save_histograms or default_stats_path(args.output)
+        settings = {
+            "source": str(args.source),
+            "algorithm": selector.spec,
+            "trt_version": args.trt_version,
+            "num_bins": args.num_bins,
+            "num_batches": collector.n_batches_,
+        }
+        save_stats(stats, collector.histograms_, settings=settings)
+    print(
+        f"{args.output}: {len(amax)} tensors from {collector.n_batches_} batches "
+        f"({selector.spec}, {cache.to_bytes().splitlines()[0].decode()})"
+        + (f"; statistics in {stats}" if stats else "")
+    )
+    return 0
+
+
+def _add_calibrate_onnx(sub) -> None:
+    """Add the ONNX-model options to the core section's ``calibrate`` parser."""
+    if not _CALIBRATE_EXTENSIONS:
+        return
+    p = _CALIBRATE_EXTENSIONS[-1]  # the parser the core section made in this build_parser call
+    g = p.add_argument_group("ONNX model (SOURCE = MODEL.onnx, run on the CPU by onnxruntime)")
+    g.add_argument(
+        "--data",
+        metavar="DATA",
+        help=(
+            "calibration inputs: X.npy (one input, first axis = samples), X.npz (keyed by input "
+            "name), a folder of per-sample .npy/.npz files or of images (with --preprocess), or "
+            "a loader script FILE.py[:FUNCTION] (default load_data) returning an iterable of "
+            "{input name: array} batches"
+        ),
+    )
+    g.add_argument("--batch-size", type=int, help="samples per batch (default: model's, else 8)")
+    g.add_argument("--max-samples", type=int, help="stop after this many samples")
+    g.add_argument("--shuffle", action="store_true", help="visit samples in a random order")
+    g.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
+    g.add_argument("--tensors", metavar="REGEX", help="calibrate only tensors matching REGEX")
+    g.add_argument(
+        "--preprocess",
+        metavar="PRESET",
+        help="image preprocessing: imagenet, efficientnet-lite, unit (x/255) or raw",
+    )
+    g.add_argument("--resize", help="images: shorter side N, or HxW exactly")
+    g.add_argument("--crop", help="images: centre crop HxW or N (default: the model's size)")
+    g.add_argument("--scale", type=float, help="images: multiply pixels (0..255) by this")
+    g.add_argument("--mean", help="images: subtracted after --scale, one value or R,G,B")
+    g.add_argument("--std", help="images: divisor after --mean, one value or R,G,B")
+    g.add_argument("--layout", choices=("NCHW", "NHWC"), help="images: default from the model")
+    g.add_argument("--channels", choices=("RGB", "BGR", "L"), help="images: default RGB (or L)")
+    g.add_argument(
+        "--max-tensors-per-run",
+        type=int,
+        metavar="N",
+        help="read at most N tensors per onnxruntime run (less memory; one run per group)",
+    )
+    g.add_argument(
+        "--optimization",
+        choices=("disable", "basic", "extended", "all"),
+        default="disable",
+        help="onnxruntime graph optimisation (default disable: the graph as given)",
+    )
+    g.add_argument("--threads", type=int, help="onnxruntime threads (default: one per core)")
+    g.add_argument(
+        "--names",
+        choices=("trt", "onnx"),
+        default="trt",
+        help=(
+            "trt (default): the lines TensorRT --trt-version looks up (constants it calibrates, "
+            "its aliases, none for tensors it removes); onnx: one per calibrated ONNX tensor"
+        ),
+    )
+    g.add_argument(
+        "--calibration-shape",
+        action="append",
+        default=[],
+        metavar="NAME=DxD...",
+        help=(
+            "feed input NAME at this shape, as TensorRT does with dynamic shapes (it reads the "
+            "calibration profile's opt shape from the start of each batch); repeatable"
+        ),
+    )
+    g.add_argument(
+        "--share-scales",
+        default="trt",
+        metavar="RULES",
+        help=(
+            "TensorRT's scale sharing: trt (default: the rules of --trt-version; pooling outputs "
+            "take their input's scale, and up to 8.0 Concat inputs the output's), none, P or "
+            "P,C (docs/sharing.md)"
+        ),
+    )
+    g.add_argument(
+        "--no-save-histograms",
+        action="store_true",
+        help="do not write the statistics (default: next to the cache, MODEL.stats.npz)",
+    )
+    g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    g.add_argument(
+        "--table", type=int, default=30, metavar="ROWS", help="per-tensor rows to print (30)"
+    )
+
+
+def _floats(text: str | None) -> float | tuple[float, ...] | None:
+    if text is None:
+        return None
+    values = tuple(float(v) for v in text.split(","))
+    return values[0] if len(values) == 1 else values
+
+
+def _size(text: str | None, *, square: bool) -> int | tuple[int, int] | None:
+    """Parse ``N`` or ``HxW``; with `square` an ``N`` means ``(N, N)``."""
+    if text is None:
+        return None
+    h, _, w = text.lower().partition("x")
+    if not w:
+        return (int(h), int(h)) if square else int(h)
+    return int(h), int(w)
+
+
+def _preprocess_from_args(args):  # -> str | ImagePreprocess | None
+    from dataclasses import replace
+
+    from ..data.sources import PRESETS, ImagePreprocess
+
+    overrides = {
+        "resize": _size(args.resize, square=False),
+        "crop": _size(args.crop, square=True),
+        "scale": args.scale,
+        "mean": _floats(args.mean),
+        "std": _floats(args.std),
+        "layout": args.layout,
+        "channels": args.channels,
+    }
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if args.preprocess is None and not overrides:
+        return None
+    if args.preprocess is not None and args.preprocess not in PRESETS:
+        msg = f"unknown --preprocess {args.preprocess!r}; choose one of {sorted(PRESETS)}"
+        raise CalibkitError(msg)
+    base = PRESETS[args.preprocess] if args.preprocess else ImagePreprocess()
+    return replace(base, **overrides)
+
+
+def _cmd_calibrate_onnx(args) -> int:
+    """Calibrate an ONNX model on the CPU (onnxruntime) and write the cache and statistics."""
+    from pathlib import Path
+
+    from ..data.sources import parse_shape
+    from ..onnx.calibrate import (
+        calibrate_onnx,
+        format_amax_table,
+        format_input_table,
+        format_summary,
+    )
+
+    if not args.data:
+        msg = f"{args.source}: an ONNX model needs calibration inputs: --data DATA"
+        raise CalibkitError(msg)
+    for path in (args.output, args.save_histograms):
+        if path and not Path(path).resolve().parent.is_dir():  # fail now, not after the run
+            msg = f"cannot write {path}: folder {Path(path).parent} does not exist"
+            raise CalibkitError(msg)
+    try:
+        result = calibrate_onnx(
+            args.source,
+            args.data,
+            algorithm=args.algorithm,
+            trt_version=args.trt_version,
+            num_bins=args.num_bins,
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            shuffle=args.shuffle,
+            seed=args.seed,
+            preprocess=_preprocess_from_args(args),
+            tensors=args.tensors,
+            nan_policy=args.nan,
+            max_tensors_per_run=args.max_tensors_per_run,
+            optimization=args.optimization,
+            num_threads=args.threads,
+            progress=not args.no_progress,
+            share_scales=args.share_scales,
+            calibration_shapes=dict(parse_shape(s) for s in args.calibration_shape),
+            names=args.names,
+        )
+    except ValueError as err:  # bad arguments and data become one error line
+        raise CalibkitError(str(err)) from err
+    stats = result.write(
+        args.output, args.save_histograms, save_stats_file=not args.no_save_histograms
+    )
+    print(format_input_table(result.inputs))
+    if args.table:
+        print()
+        print(format_amax_table(result.histograms, result.amax, limit=args.table))
+    print()
+    print(format_summary(result))
+    header = result.cache.to_bytes().split(b"\n", 1)[0].decode()
+    print(f"wrote {args.output} ({header})" + (f" and {stats}" if stats else ""))
+    return 0
+
+
+_CALIBRATE_HANDLERS[".onnx"] = _cmd_calibrate_onnx
+
+
+def _add_select(sub) -> None:
+    p = sub.add_parser(
+        "select",
+        help="recompute a cache with another algorithm from saved statistics (no model run)",
+        description=(
+            "Recompute a TensorRT calibration cache from the statistics 'calibkit calibrate' "
+            "saved (STATS.npz), with any algorithm, in seconds; onnx/onnxruntime are not used."
+        ),
+    )
+    p.add_argument("stats", metavar="STATS.npz", help="statistics written by calibkit calibrate")
+    p.add_argument(
+        "-a",
+        "--algorithm",
+        help=(
+            "entropy2, entropy, minmax, percentile:<p>, legacy:<quantile>:<cutoff>, mse "
+            "(entropy variants as entropy2:<preset or key=value,...>)"
+        ),
+    )
+    p.add_argument(
+        "--all", action="store_true", help="write one cache per algorithm into the -o folder"
+    )
+    p.add_argument(
+        "--trt-version", help="TensorRT version for the header (default: the recorded one)"
+    )
+    p.add_argument("-o", "--output", required=True, help="cache file (a folder with --all)")
+    p.add_argument(
+        "--share-scales",
+        metavar="RULES",
+        help="trt, none, P or P,C (default: as recorded by calibrate; docs/sharing.md)",
+    )
+    p.set_defaults(func=_cmd_select)
+
+
+def _cmd_select(args) -> int:
+    """Recompute a cache with another algorithm from saved statistics (no model run)."""
+    from ..cache.format import write_cache
+    from ..onnx.calibrate import select_all, select_from_stats
+
+    if args.all == bool(args.algorithm):
+        msg = "give either --algorithm SPEC (one cache) or --all (one cache per algorithm)"
+        raise CalibkitError(msg)
+    try:
+        if args.all:
+            written = select_all(
+                args.stats,
+                args.output,
+                trt_version=args.trt_version,
+                share_scales=args.share_scales,
+            )
+            for spec, path in written.items():
+                print(f"{spec:20s} {path}")
+            return 0
+        cache = select_from_stats(
+            args.stats,
+            args.algorithm,
+            trt_version=args.trt_version,
+            share_scales=args.share_scales,
+        )
+    except ValueError as err:
+        raise CalibkitError(str(err)) from err
+    write_cache(args.output, cache)
+    header = cache.to_bytes().split(b"\n", 1)[0].decode()
+    print(f"wrote {args.output}: {len(cache.scales)} tensors ({header})")
+    return 0
+
+
+def register(sub) -> None:
+    """Add this group's sub-commands to `sub` (an argparse subparsers object)."""
+    _add_calibrate(sub)
+    _add_calibrate_onnx(sub)
+    _add_select(sub)

@@ -1,0 +1,1 @@
+"""Study scale algorithms on saved statistics: compare, plot, report, stability and sensitivity."""
