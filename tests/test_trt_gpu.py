@@ -110,7 +110,7 @@ def test_calibkit_cache_equals_tensorrts(real_trt, tiny_model, tmp_path, algorit
         _batches(),
         algorithm=algorithm,
         trt_cache=tmp_path / "trt.cache",
-        calibkit_cache=tmp_path / "calibkit.cache.format",
+        calibkit_cache=tmp_path / "calibkit.cache",
     )
     assert result.trt_cache.version == trt_version(real_trt)
     rows = {row.name: row for row in result.diff.rows}

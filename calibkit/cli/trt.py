@@ -14,7 +14,8 @@ def _add_trt(sub) -> None:
     trt = sub.add_parser(
         "trt",
         help="build with TensorRT <= 10 from a calibkit cache, or cross-check TensorRT's own",
-        description="Needs calibkit[trt] and TensorRT 8.6-10.x (TensorRT 11: use calibkit qdq).",
+        description="Needs TensorRT 8.6-10.x and, to record, pycuda, cuda-python or cupy "
+        "(TensorRT 11: use calibkit qdq).",
     )
     verbs = trt.add_subparsers(dest="verb", metavar="VERB", required=True)
     p = verbs.add_parser("build", help=_cmd_trt_build.__doc__.splitlines()[0])
@@ -51,9 +52,7 @@ def _add_trt(sub) -> None:
         "--rtol", type=float, default=1e-6, help="max relative scale difference (default 1e-6)"
     )
     p.add_argument("--trt-cache", default="trt.cache", help="where TensorRT's cache goes")
-    p.add_argument(
-        "--calibkit-cache", default="calibkit.cache.format", help="where calibkit's goes"
-    )
+    p.add_argument("--calibkit-cache", default="calibkit.cache", help="where calibkit's goes")
     p.add_argument("--batch-size", type=int, help="samples per batch")
     p.add_argument("--max-samples", type=int, help="stop after this many samples")
     p.add_argument("--preprocess", help="image preprocessing preset (folder of images)")

@@ -37,7 +37,6 @@ from typing import Any
 
 import numpy as np
 
-from .._optional import require
 from ..errors import CalibkitError, MissingDependencyError, NotCollectedError
 
 __all__ = [
@@ -54,10 +53,12 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# calibkit is installed from its checkout (it is on no package index); TensorRT comes from NVIDIA
 _INSTALL = (
-    "TensorRT itself comes from NVIDIA: pip install 'tensorrt<11' "
+    "install TensorRT 8.6-10.x from NVIDIA: pip install 'tensorrt<11' "
     "--extra-index-url https://pypi.nvidia.com, or the wheel in the python/ folder of the "
-    "TensorRT tarball (developer.nvidia.com/tensorrt)"
+    "TensorRT tarball (developer.nvidia.com/tensorrt); from a calibkit checkout, "
+    "pip install -e '.[trt]' --extra-index-url https://pypi.nvidia.com installs both"
 )
 
 # cache header word -> the TensorRT class that writes it (TRT_CALIBRATION.md §8.1)
@@ -132,9 +133,9 @@ def import_tensorrt() -> ModuleType:
         it is TensorRT >= 11, which removed calibrators and ``set_dynamic_range``.
     """
     try:
-        trt = require("tensorrt", "The TensorRT adapter")
-    except MissingDependencyError as err:
-        msg = f"{err}. {_INSTALL}"
+        trt = importlib.import_module("tensorrt")
+    except ImportError as err:
+        msg = f"The TensorRT adapter needs 'tensorrt', which cannot be imported ({err}): {_INSTALL}"
         raise MissingDependencyError(msg) from err
     version = trt_version(trt)
     if version[0] >= 11:
@@ -156,7 +157,7 @@ class _PyCuda:
     name = "pycuda"
 
     def __init__(self) -> None:
-        self.driver = require("pycuda.driver", "Recording TensorRT's calibration")
+        self.driver = importlib.import_module("pycuda.driver")
         importlib.import_module("pycuda.autoinit")  # creates the CUDA context
 
     def alloc(self, nbytes: int) -> tuple[Any, int]:
@@ -237,8 +238,8 @@ def _open_device(device: str) -> Any:
         except ImportError:
             continue  # "if present": try the next library
     msg = (
-        "Recording TensorRT's calibration needs a CUDA memory library: pip install "
-        "'calibkit[trt]' (pycuda), or install cuda-python or cupy"
+        "Recording TensorRT's calibration needs a CUDA memory library: pip install pycuda "
+        "(calibkit's trt extra), or install cuda-python or cupy"
     )
     raise MissingDependencyError(msg)
 
@@ -618,12 +619,12 @@ def build_engine(
     """
     trt = import_tensorrt()
     trt_logger = trt.Logger(trt.Logger.WARNING)
-    builder = trt.Builder(trt_logger)
+    builder = _create(trt, "builder", trt.Builder, trt_logger)
     flags = 0
     if trt_version(trt)[0] < 10:  # explicit batch is the only mode from 10.0 on
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
-    parser = trt.OnnxParser(network, trt_logger)
+    parser = _create(trt, "ONNX parser", trt.OnnxParser, network, trt_logger)
     if not parser.parse_from_file(os.fspath(model)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
         msg = f"TensorRT's ONNX parser rejected {model}: {'; '.join(errors) or 'no reason given'}"
@@ -644,6 +645,19 @@ def build_engine(
         msg = f"TensorRT failed to build an engine for {model}; its log above says why"
         raise CalibkitError(msg)
     return bytes(memoryview(serialized))
+
+
+def _create(trt: ModuleType, what: str, factory: Any, *args: Any) -> Any:
+    """Call a TensorRT factory; the bindings raise TypeError when TensorRT's C++ returns null."""
+    try:
+        return factory(*args)
+    except TypeError as err:
+        msg = (
+            f"TensorRT {trt.__version__} could not create a {what} ({err}): no usable CUDA "
+            "GPU or driver, or TensorRT's libraries do not match its Python bindings; "
+            "TensorRT's log above says which"
+        )
+        raise CalibkitError(msg) from err
 
 
 def _set_profile(builder: Any, network: Any, config: Any, shapes: dict, calibrating: bool) -> None:

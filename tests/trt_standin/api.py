@@ -14,18 +14,23 @@ TensorRT at the tags of 8.6-10.16; TRT_CALIBRATION.md §7-8):
     ``nbBindings`` pointers are ``memcpy``-ed out of it (a shorter list is read past its end);
   * ``readCalibrationCache`` takes ``None`` as "no cache", otherwise ``py::buffer{result}``
     (an object with the buffer protocol: bytes yes, str no);
-  * ``writeCalibrationCache`` passes a ``py::memoryview`` of ``length`` uint8 over TensorRT's own
-    memory, which is freed after the call;
+  * ``writeCalibrationCache`` passes a read-only ``py::memoryview`` of ``length`` uint8 over
+    TensorRT's own memory, which is freed after the call;
   * ``getAlgorithm`` reaches Python only for plain ``IInt8Calibrator`` (``pyIInt8Calibrator``);
     the four subclasses answer from C++, so a Python override there is never called;
   * ``IInt8LegacyCalibrator``: ``get_quantile``, ``get_regression_cutoff`` (doubles),
     ``read_histogram_cache(length)`` (``length`` passed by value, result cast to ``const void*``:
     ``None`` or a capsule), ``write_histogram_cache(ptr, length)`` (``ptr`` arrives as a capsule);
-  * every method is ``noexcept``: up to 8.x a Python exception escaping a callback terminated the
-    process; later trampolines catch it, print ``[ERROR] Exception caught in get_batch()`` and
-    answer false / nullptr. Either way it is a bug, so the stand-in raises ContractViolation.
+  * every method is ``noexcept``: early trampolines let a Python exception terminate the
+    process; those of 8.6.1, 10.0.1 and 10.16.1 catch it, print ``[ERROR] Exception caught in
+    get_batch()`` and answer false / nullptr (tests/trt_real). Either way TensorRT goes on
+    without the reason, so the stand-in raises ContractViolation.
 - ``python/docstrings/infer/pyInt8Doc.h``: subclasses must call the base ``__init__`` explicitly
-  (pybind11 raises ``TypeError: X.__init__() must be called when overriding __init__``).
+  (pybind11 raises ``TypeError: tensorrt.tensorrt.IInt8X.__init__() must be called when
+  overriding __init__``, naming the registered TensorRT class).
+
+What tests/trt_real checks against the real bindings (classes, enums, signatures, trampolines)
+is listed in docs/tensorrt.md; the builder below is what only this stand-in models.
 - ``python/src/infer/pyCore.cpp``: ``Builder(logger)``, ``create_network(flags)``,
   ``create_builder_config()``, ``create_optimization_profile()``, ``platform_has_fast_int8``,
   ``build_serialized_network(network, config)`` (``None`` on failure); ``IBuilderConfig``:
@@ -38,7 +43,9 @@ TensorRT at the tags of 8.6-10.16; TRT_CALIBRATION.md §7-8):
   ``parse_from_file(path)``, ``num_errors``, ``get_error(i)``; tensors keep their ONNX names.
 - ``include/NvInfer.h`` (10.16): ``setDynamicRange`` needs finite bounds with ``min <= max``;
   ``NV_TENSORRT_VERSION`` is ``M*1000+m*100+p`` up to 9.x and ``M*10000+m*100+p`` from 10.0.
-- TensorRT 11.0 removed the calibrator classes, ``CalibrationAlgoType`` and ``BuilderFlag.INT8``.
+- TensorRT 11.0 removed the calibrator classes, ``CalibrationAlgoType``, ``BuilderFlag.INT8``
+  and ``FP16``, ``ITensor.set_dynamic_range``/``dynamic_range``, ``IBuilderConfig.int8_calibrator``,
+  its calibration profile and quantization flags (checked against the 11.4 bindings).
 
 The builder's calling sequence (sampleINT8 README, Polygraphy's calibrator tests): it calls
 ``get_batch_size``, then ``read_calibration_cache``; a cache whose header is exactly
@@ -162,12 +169,19 @@ def make_tensorrt(
 
 # -- calibrator classes --------------------------------------------------------------------------
 class _PybindMeta(type):
-    """pybind11 refuses an instance whose Python ``__init__`` skipped the base ``__init__``."""
+    """pybind11 refuses an instance whose Python ``__init__`` skipped the base ``__init__``.
+
+    Its message names the registered (TensorRT) class, fully qualified, not the subclass.
+    """
 
     def __call__(cls, *args, **kwargs):
         obj = super().__call__(*args, **kwargs)
         if not obj.__dict__.get("_standin_base_init", False):
-            msg = f"{cls.__name__}.__init__() must be called when overriding __init__"
+            registered = next(k for k in cls.__mro__ if "_standin_algo" in k.__dict__)
+            msg = (
+                f"tensorrt.tensorrt.{registered.__name__}.__init__() must be called when "
+                "overriding __init__"
+            )
             raise TypeError(msg)
         return obj
 
@@ -176,6 +190,8 @@ def _add_calibrators(trt: types.ModuleType) -> None:
     trt.CalibrationAlgoType = CalibrationAlgoType
 
     class IInt8Calibrator(metaclass=_PybindMeta):
+        _standin_algo = None  # registered with the binding (see _PybindMeta)
+
         def __init__(self) -> None:  # py::init<>(): no arguments
             self._standin_base_init = True
 
@@ -235,9 +251,22 @@ def _call(record: BuildRecord, name: str, method, *args):
 def _add_graph(trt: types.ModuleType, vtuple: tuple[int, int, int]) -> None:
     class ITensor:
         def __init__(self, name: str, dtype: DataType, shape: tuple[int, ...]) -> None:
-            self.name, self.dtype, self.shape = name, dtype, tuple(shape)
+            self._name, self.dtype, self._shape = name, dtype, tuple(shape)
             self._range: tuple[float, float] | None = None
             self.is_network_input = False
+
+        # properties of the class, as in the bindings (pyGraph.cpp def_property)
+        @property
+        def name(self) -> str:
+            return self._name
+
+        @name.setter
+        def name(self, value: str) -> None:
+            self._name = value
+
+        @property
+        def shape(self) -> tuple[int, ...]:
+            return self._shape
 
         def set_dynamic_range(self, min: float, max: float) -> bool:
             if not isinstance(min, (int, float)) or not isinstance(max, (int, float)):
@@ -292,14 +321,26 @@ def _add_graph(trt: types.ModuleType, vtuple: tuple[int, int, int]) -> None:
         def mark_output(self, tensor: ITensor) -> None:
             self._outputs.append(tensor)
 
+    class ParserError:
+        """``get_error`` answers an object (``desc()``, ``__str__``), not a string."""
+
+        def __init__(self, text: str) -> None:
+            self._text = text
+
+        def desc(self) -> str:
+            return self._text
+
+        def __str__(self) -> str:
+            return self._text
+
     class OnnxParser:
         def __init__(self, network: INetworkDefinition, logger: object) -> None:
             self.network, self._errors = network, []
 
         num_errors = property(lambda self: len(self._errors))
 
-        def get_error(self, index: int) -> str:
-            return self._errors[index]
+        def get_error(self, index: int) -> ParserError:
+            return ParserError(self._errors[index])
 
         def parse_from_file(self, model: str) -> bool:
             if not isinstance(model, str):
@@ -322,7 +363,9 @@ def _add_graph(trt: types.ModuleType, vtuple: tuple[int, int, int]) -> None:
             return True
 
     trt.ITensor, trt.ILayer, trt.INetworkDefinition = ITensor, ILayer, INetworkDefinition
-    trt.OnnxParser = OnnxParser
+    trt.OnnxParser, trt.ParserError = OnnxParser, ParserError
+    if vtuple[0] >= 11:  # TensorRT 11 removed dynamic ranges with the calibrators
+        del ITensor.set_dynamic_range, ITensor.dynamic_range
 
 
 _ONNX_TYPES = {1: DataType.FLOAT, 10: DataType.HALF, 3: DataType.INT8, 6: DataType.INT32}
@@ -445,7 +488,13 @@ def _add_builder(trt: types.ModuleType, vtuple: tuple[int, int, int], memory: De
             return IHostMemory(b"standin engine\n") if record.ok else None
 
     trt.Logger, trt.Builder, trt.IBuilderConfig = Logger, Builder, IBuilderConfig
-    trt.BuilderFlag, trt.QuantizationFlag = BuilderFlag, QuantizationFlag
+    trt.BuilderFlag = BuilderFlag
+    if vtuple[0] < 11:
+        trt.QuantizationFlag = QuantizationFlag
+    else:  # TensorRT 11: no calibrator, calibration profile or quantization flags
+        for name in ("int8_calibrator", "set_calibration_profile", "get_calibration_profile"):
+            delattr(IBuilderConfig, name)
+        del IBuilderConfig.set_quantization_flag
     trt.NetworkDefinitionCreationFlag = NetworkDefinitionCreationFlag
     trt.IOptimizationProfile, trt.IHostMemory = IOptimizationProfile, IHostMemory
 
@@ -465,6 +514,8 @@ def _build(trt, vtuple, memory, network, config, record: BuildRecord) -> bool:
     for i in range(network.num_layers):
         layer = network.get_layer(i)
         tensors += [layer.get_output(j) for j in range(layer.num_outputs)]
+    if vtuple[0] >= 11:  # no ranges, no INT8 flag, no calibrator: nothing to calibrate
+        return True
     record.ranges = {t.name: t.dynamic_range for t in tensors if t.dynamic_range is not None}
     calibrator = config.int8_calibrator
     if not config.get_flag(trt.BuilderFlag.INT8) or calibrator is None:
@@ -571,7 +622,9 @@ def _calibrate(trt, vtuple, memory, network, config, cal, record: BuildRecord) -
             bits = np.array([np.float32(amax[name]) / np.float32(127)], np.float32).view(np.uint32)
             lines.append(f"{name}: {int(bits[0]):x}")
     content = bytearray(("\n".join(lines) + "\n").encode())
-    view = memoryview(content)  # over TensorRT's buffer: valid only during the call
+    # a read-only uint8 view over TensorRT's buffer (memoryview::from_buffer of a const pointer),
+    # valid only during the call
+    view = memoryview(content).toreadonly()
     _call(record, "write_calibration_cache", _override(trt, cal, "write_calibration_cache"), view)
     try:
         view.release()

@@ -1,0 +1,1 @@
+"""TensorRT's real Python bindings in the tests: see kit.py."""
