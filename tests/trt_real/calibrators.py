@@ -240,10 +240,12 @@ def test_skipped_base_init_is_refused_naming_the_tensorrt_class():
 
 
 # -- serving, as TensorRT's builder calls it -----------------------------------------------------
-@pytest.mark.parametrize("spec", list(ALGORITHMS))
+@pytest.mark.parametrize("spec", [*ALGORITHMS, "percentile:99.99", "mse"])
 def test_served_cache_crosses_into_cpp_byte_for_byte(spec, capfd):
     cache = _cache(spec)
     cal = make_calibrator(spec, cache=cache)
+    # calibkit-only selectors are served through TensorRT's EntropyCalibrator2
+    assert harness.base_of(cal) == ALGORITHMS.get(spec, ("IInt8EntropyCalibrator2",))[0]
     data = harness.read_calibration_cache(cal)
     assert read_cache(data).scales == cache.scales
     assert data == cache.to_bytes()  # header already right for this release: served unchanged
