@@ -2,7 +2,7 @@
 
 Run on a machine with an NVIDIA GPU, TensorRT <= 10 and pycuda (or cuda-python / cupy)::
 
-    pip install -e '.[dev,trt]'
+    pip install -e '.[dev,trt]' --extra-index-url https://pypi.nvidia.com
     pytest -m gpu tests/test_trt_gpu.py -v -rs
 
 Everywhere else every test here is SKIPPED with the reason printed (pytest's ``-rs``/``-ra``).
