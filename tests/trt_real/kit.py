@@ -45,11 +45,7 @@ class Release:
     sonames: tuple[str, ...]  # TensorRT libraries the extension module links against
     pybind11: str | None = None  # pybind11 whose internals match the build (None: no harness)
     layout: int | None = None  # harness.cpp's TRT_LAYOUT (published vtable order)
-    flags: tuple[str, ...] = ()
-
-    @property
-    def major(self) -> int:
-        return int(self.version.split(".")[0])
+    flags: tuple[str, ...] = ()  # compiler flags of the harness for this build of the bindings
 
 
 _LIBS8 = ("libnvinfer.so.8", "libnvonnxparser.so.8", "libnvparsers.so.8", "libnvinfer_plugin.so.8")
