@@ -290,6 +290,29 @@ def test_recording_marshals_device_pointers_names_and_the_cache(device, rng, tmp
     _no_trampoline_error(capfd)
 
 
+@pytest.mark.parametrize("spec", ["entropy2", "entropy", "minmax"])
+def test_a_cache_round_trips_record_then_serve_through_the_trampolines(spec, device, rng, capfd):
+    # one calibration in C++ records TensorRT's cache; a second build is served it: the bytes
+    # TensorRT wrote are the bytes it reads back, and calibration is skipped
+    word = {"entropy2": "EntropyCalibration2", "entropy": "EntropyCalibration"}
+    word = word.get(spec, "MinMaxCalibration")
+    written = f"{RELEASE.header}{word}\nimage: 3c8d6aa0\n(Unnamed Layer* 1) [Mul]_output: 0\n"
+    batches = _batches(rng)
+    recorder = make_calibrator(spec, data=batches)
+    first = harness.calibrate(recorder, ["image", "mask"], written.encode(), 10)
+    assert first["cache"] is None
+    assert len(first["batches"]) == len(batches)
+    assert first["batch_size"] == 1
+    assert first["algorithm"] == int(recorder.get_algorithm())
+    assert recorder.cache_bytes == written.encode()
+    server = make_calibrator(spec, cache=recorder.cache_bytes)  # same header: no warning
+    second = harness.calibrate(server, ["image", "mask"], b"unused", 10)
+    assert second["cache"] == written.encode()
+    assert second["batches"] == []
+    server.raise_if_failed()
+    _no_trampoline_error(capfd)
+
+
 def test_cache_arrives_as_a_readonly_byte_view_over_tensorrts_memory(capfd):
     # the marshalling facts the stand-in reproduces (tests/test_trt.py)
     seen = {}

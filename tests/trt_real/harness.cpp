@@ -280,6 +280,56 @@ PYBIND11_MODULE(calibkit_trt_harness, m)
         return static_cast<int32_t>(algo);
     });
 
+    // One calibration as the builder runs it (the order the stand-in models: sampleINT8's README
+    // and Polygraphy's tests; the real builder's order is not visible without its library):
+    // getBatchSize, readCalibrationCache; with a cache, getAlgorithm and done; otherwise getBatch
+    // until false, writeCalibrationCache(`written`), getAlgorithm. All in C++, GIL released.
+    m.def("calibrate", [](py::handle obj, std::vector<std::string> const& names,
+                            py::bytes const& written, int max_batches) {
+        IInt8Calibrator* cal = calibrator(obj).first;
+        std::vector<char const*> cnames;
+        for (auto const& n : names)
+            cnames.push_back(n.c_str());
+        HostBuffer out(written);
+        std::vector<std::vector<unsigned long long>> batches;
+        std::string cache;
+        bool has_cache = false;
+        int32_t size;
+        nvinfer1::CalibrationAlgoType algo;
+        {
+            py::gil_scoped_release nogil;
+            size = cal->getBatchSize();
+            std::size_t length = 0;
+            void const* ptr = cal->readCalibrationCache(length);
+            if (ptr != nullptr && length != 0)
+            {
+                has_cache = true;
+                cache.assign(static_cast<char const*>(ptr), length);
+            }
+            else
+            {
+                std::vector<void*> bindings(names.size());
+                while (static_cast<int>(batches.size()) < max_batches
+                    && cal->getBatch(bindings.data(), cnames.data(), static_cast<int32_t>(names.size())))
+                {
+                    std::vector<unsigned long long> pointers;
+                    for (void* p : bindings)
+                        pointers.push_back(reinterpret_cast<std::uintptr_t>(p));
+                    batches.push_back(pointers);
+                }
+                cal->writeCalibrationCache(out.bytes.data(), out.bytes.size());
+            }
+            algo = cal->getAlgorithm();
+        }
+        check_no_pending_error("calibrate");
+        py::dict result;
+        result["batch_size"] = size;
+        result["cache"] = has_cache ? py::object(py::bytes(cache)) : py::object(py::none());
+        result["batches"] = batches;
+        result["algorithm"] = static_cast<int32_t>(algo);
+        return result;
+    });
+
 #if TRT_LAYOUT >= 10
     m.def("get_interface_info", [](py::handle obj) {
         IInt8Calibrator* cal = calibrator(obj).first;
