@@ -11,6 +11,7 @@ __all__ = [
     "CalibkitError",
     "HistogramMergeError",
     "MissingDependencyError",
+    "ModelFormatError",
     "NonFiniteError",
     "NotCollectedError",
 ]
@@ -38,3 +39,7 @@ class CacheFormatError(CalibkitError, ValueError):
 
 class MissingDependencyError(CalibkitError, ImportError):
     """An optional dependency (an extra) is not installed."""
+
+
+class ModelFormatError(CalibkitError, ValueError):
+    """A file given as an ONNX model is not one (truncated, another format, unreadable)."""

@@ -14,21 +14,19 @@ What is reported, and why it matters to TensorRT (TRT_CALIBRATION.md §5.5):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._optional import require
 from ..onnx.graph import Graph
 from .format import CalibrationCache
 
-__all__ = ["CheckReport", "check_cache", "read_model_graph"]
+if TYPE_CHECKING:
+    from ..onnx.model import OnnxModel
 
-_TRT_INTERNAL = re.compile(r"\(Unnamed (Layer|ITensor)\* \d+\).*|ONNXTRT_.*")
-_OUTPUT_SUFFIX = re.compile(r"_output(_\d+)?$")
-_FLOAT_TYPES = {1, 10, 11, 16}  # onnx.TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+__all__ = ["CheckReport", "check_cache", "read_model_graph"]
 
 
 @dataclass
@@ -63,51 +61,50 @@ class CheckReport:
 def read_model_graph(path: str | Path) -> tuple[Graph, set[str] | None]:
     """Read an ONNX model (needs ``onnx``) or a ``graph.json``; return the graph and float tensors.
 
-    The second item is the set of tensors known to be floating point (from ONNX shape
-    inference), or None when types are unknown (``graph.json``).
+    The second item is the set of tensors known to be floating point (from the model's one ONNX
+    shape inference, :class:`calibkit.onnx.model.OnnxModel`), or None when types are unknown
+    (``graph.json``).
     """
     path = Path(path)
     if path.suffix.lower() == ".json":
         return Graph.from_json(path), None
-    onnx = require("onnx", "Checking a cache against an ONNX model")
-    model = onnx.load(str(path), load_external_data=False)
-    try:
-        inferred = onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 - inference is a refinement; fall back to declared types
-        inferred = model
-    g = inferred.graph
-    float_tensors = {
-        v.name
-        for v in [*g.input, *g.value_info, *g.output]
-        if v.type.tensor_type.elem_type in _FLOAT_TYPES
-    }
-    return Graph.from_onnx(model), float_tensors
+    from ..onnx.model import OnnxModel
+
+    model = OnnxModel.load(path)
+    return model.graph, set(model.float_tensors)
 
 
 def check_cache(
-    cache: CalibrationCache, graph: Graph, *, float_tensors: set[str] | None = None
+    cache: CalibrationCache,
+    graph: Graph | OnnxModel,
+    *,
+    float_tensors: set[str] | frozenset[str] | None = None,
 ) -> CheckReport:
     """Compare `cache` with `graph` (see the module docstring for what is reported).
 
     Parameters
     ----------
+    graph : Graph or OnnxModel
+        The network; an :class:`~calibkit.onnx.model.OnnxModel` also gives `float_tensors`.
     float_tensors : set of str, optional
         Tensors known to be floating point; others (shapes, indices, masks) are never reported
         missing. Without it every graph input and node output counts.
     """
+    from ..rules.names import trt_internal_names
+
+    if not isinstance(graph, Graph):  # an OnnxModel: its graph and its inferred types
+        float_tensors = graph.float_tensors if float_tensors is None else float_tensors
+        graph = graph.graph
     report = CheckReport()
     model = graph.tensors
     model_set = set(model) | set(graph.initializers)
-    # TensorRT names tensors it creates after the ONNX tensor or node they come from
-    owners = model_set | {node.name for node in graph.nodes if node.name}
     for name in model:
         if name not in cache.scales and (float_tensors is None or name in float_tensors):
             report.missing.append(name)
+    internal = trt_internal_names((n for n in cache.scales if n not in model_set), graph)
     for name, scale in cache.scales.items():
         if name not in model_set:
-            base = _OUTPUT_SUFFIX.sub("", name)
-            internal = _TRT_INTERNAL.fullmatch(name) or (base != name and base in owners)
-            (report.trt_internal if internal else report.unknown).append(name)
+            (report.trt_internal if name in internal else report.unknown).append(name)
         if scale == 0:
             report.zero.append(name)
         elif np.isinf(scale):

@@ -234,10 +234,8 @@ def _cmd_stability(args) -> int:
 
 def _cmd_sensitivity(args) -> int:
     """Quantise one tensor at a time and rank tensors by output error."""
-    import onnx
-
     from ..data.sources import open_data
-    from ..onnx.source import _input_specs
+    from ..onnx.model import OnnxModel
     from ..research.sensitivity import sensitivity
     from ..selectors import compute_amax, make_selector
     from ..stats import load_stats
@@ -245,16 +243,16 @@ def _cmd_sensitivity(args) -> int:
     try:
         selector = make_selector(args.algorithm)
         amax = compute_amax(load_stats(args.stats).histograms, selector)
-        graph = onnx.load(args.model, load_external_data=False).graph
+        model = OnnxModel.load(args.model)  # once, for the input specs and every Q/DQ variant
         data = open_data(
             args.data,
-            _input_specs(graph, onnx),
+            model.inputs,
             batch_size=args.batch_size,
             max_samples=args.max_samples,
             preprocess=args.preprocess,
         )
         result = sensitivity(
-            args.model,
+            model,
             amax,
             data,
             output=args.output,

@@ -47,6 +47,7 @@ from ..selectors import compute_amax, make_selector
 from ..stats import Stats, load_stats, save_stats
 from ..text import format_table
 from .graph import Graph
+from .model import OnnxModel
 
 __all__ = [
     "ALL_ALGORITHMS",
@@ -182,6 +183,10 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _sha256_bytes(proto) -> str:  # a model given in memory: the digest of its bytes
+    return hashlib.sha256(proto.SerializeToString()).hexdigest()
+
+
 class _Feed:
     """Pass input batches through, counting them and tracking input value ranges."""
 
@@ -236,7 +241,7 @@ def to_trt_names(amax: Mapping[str, float], lines) -> tuple[dict[str, float], li
 
 
 def calibrate_onnx(
-    model: str | os.PathLike,
+    model: str | os.PathLike | OnnxModel,
     data,  # path, "loader.py[:fn]", DataSource or iterable of dicts
     *,
     algorithm: str = "entropy2",
@@ -261,8 +266,9 @@ def calibrate_onnx(
 
     Parameters
     ----------
-    model : path
-        The ONNX model.
+    model : path or OnnxModel
+        The ONNX model, read once (:class:`~calibkit.onnx.model.OnnxModel`) for the activation
+        source, TensorRT's names and constants, and the sharing rules.
     data : path, "loader.py[:function]", DataSource or iterable of dicts
         Calibration inputs; see :func:`calibkit.data.sources.open_data` for the accepted forms.
     algorithm : str
@@ -309,6 +315,7 @@ def calibrate_onnx(
         msg = f"names must be 'trt' or 'onnx', got {names!r}"
         raise ValueError(msg)
     trt_names = names == "trt" and trt_version is not None
+    model = OnnxModel.of(model)
     source = OnnxActivationSource(
         model,
         tensors=tensors,
@@ -344,13 +351,11 @@ def calibrate_onnx(
     t0 = time.perf_counter()
     amax = compute_amax(collector.histograms_, selector)
     select_seconds = time.perf_counter() - t0
-    # TensorRT's names need the weights (constants); load the model once for both uses
-    proto = require("onnx", "ONNX calibration").load(str(model)) if trt_names else None
-    graph = Graph.from_onnx(proto if proto is not None else model)
+    graph = model.graph
     amax, sharing = apply_sharing(amax, graph, trt_version, share_scales)
     lines = None
     if trt_names:
-        cache_names = trt_cache_names(proto, trt_version=parse_trt_version(trt_version))
+        cache_names = trt_cache_names(model, trt_version=parse_trt_version(trt_version))
         if tensors is not None:  # --tensors restricts TensorRT's lines as it does activations
             wanted = re.compile(tensors)
             kept = tuple(
@@ -361,7 +366,7 @@ def calibrate_onnx(
             cache_names = CacheNames(kept, cache_names.unknown, cache_names.no_line)
         # TensorRT calibrates a constant like an activation that is the same in every batch;
         # one copy gives the same threshold (scaling all counts changes no KL minimum)
-        for name, values in constant_values(proto, cache_names).items():
+        for name, values in constant_values(model, cache_names).items():
             hist = collector.histograms_[name] = Histogram(num_bins)
             hist.fill(np.asarray(values, np.float32), nan_policy=nan_policy)
             amax[name] = selector.select(hist)
@@ -376,7 +381,7 @@ def calibrate_onnx(
                 cache_names.unknown[0].pattern,
             )
     cache = cache_from_amax(amax, selector, trt_version)
-    path = Path(model)
+    path = model.path
     settings = {
         "algorithm": selector.spec,
         "num_bins": num_bins,
@@ -390,8 +395,8 @@ def calibrate_onnx(
         "seed": seed if shuffle else None,
         "tensors": tensors,
         "nan_policy": nan_policy,
-        "model": str(path),
-        "model_sha256": _sha256(path),
+        "model": None if path is None else str(path),
+        "model_sha256": _sha256(path) if path is not None else _sha256_bytes(model.proto),
         "onnxruntime_optimization": optimization,
         "onnxruntime_version": _version_of("onnxruntime"),
         "calibkit_version": __version__,

@@ -1,8 +1,10 @@
 """Graph: a plain-data description of a network's dataflow (op types and tensor names).
 
 Graph-level passes (scale sharing, TensorRT's cache names) need only which node reads and writes
-which tensor, in topological order. ``Graph`` holds exactly that and can be built from an
-``onnx.ModelProto`` or from the ``graph.json`` files of the ONNX/cache pairs in the shared test
+which tensor, in topological order. ``Graph`` holds exactly that. It is built from an ONNX model
+by :class:`calibkit.onnx.model.OnnxModel` (``OnnxModel.load(path).graph``; types, shapes and
+constants live there), saved with the statistics as :meth:`Graph.to_dict`, and read back from
+that form or from the ``graph.json`` files of the ONNX/cache pairs in the shared test
 data (``{"inputs": [...], "outputs": [...], "nodes": [{"op", "name", "inputs", "outputs",
 "attrs"}]}``; weights and shape-only nodes dropped).
 """
@@ -15,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._optional import require
 from ..errors import CacheFormatError
 
 if TYPE_CHECKING:
@@ -104,28 +105,15 @@ class Graph:
 
     @classmethod
     def from_onnx(cls, model: onnx.ModelProto | str | Path) -> Graph:
-        """Build the graph of an ONNX model (a ModelProto or a path; needs ``onnx``).
+        """Return the graph of an ONNX model (a ModelProto, a path or an ``OnnxModel``).
 
-        Only the main graph is read: subgraphs of If/Loop/Scan are not entered.
+        Only the main graph is read: subgraphs of If/Loop/Scan are not entered. A command that
+        reads more of the model uses :class:`calibkit.onnx.model.OnnxModel`, whose ``graph`` this
+        is, so the model is read once.
         """
-        onnx = require("onnx", "Reading an ONNX graph")
-        if not isinstance(model, onnx.ModelProto):
-            model = onnx.load(str(model), load_external_data=False)
-        g = model.graph
-        initializers = frozenset(t.name for t in g.initializer)
-        nodes = tuple(
-            Node(
-                op_type=n.op_type,
-                inputs=tuple(n.input),
-                outputs=tuple(n.output),
-                name=n.name,
-                attrs={a.name: onnx.helper.get_attribute_value(a) for a in n.attribute},
-            )
-            for n in g.node
-        )
-        # ONNX (IR < 4) may list initializers as graph inputs too; they are constants here.
-        inputs = tuple(v.name for v in g.input if v.name not in initializers)
-        return cls(nodes, inputs, tuple(v.name for v in g.output), initializers)
+        from .model import OnnxModel
+
+        return OnnxModel.of(model).graph
 
     def to_dict(self) -> dict[str, Any]:
         """Return the plain-data form :meth:`from_json` reads (node attributes left out)."""

@@ -41,6 +41,9 @@ import numpy as np
 from .. import __version__
 from .._optional import require
 from ..errors import CacheFormatError
+from ..rules.names import trt_internal_names
+from .graph import Node
+from .model import OnnxModel
 
 if TYPE_CHECKING:
     import os
@@ -81,7 +84,6 @@ META_VERSION, META_HEADER, META_ALGORITHM = (
     "calibkit_source_header",
     "calibkit_algorithm",
 )
-_INTERNAL_NAME = re.compile(r"^\(Unnamed Layer\* \d+\)|^ONNXTRT_|_output$")
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 
 
@@ -185,20 +187,17 @@ class QdqReport:
 
 
 # -- model I/O -------------------------------------------------------------------------------
-def load_model(model: str | os.PathLike | ModelProto) -> ModelProto:
-    """Return a copy of `model` (a path or a ``ModelProto``), loaded with its external data."""
-    onnx = require("onnx", "Q/DQ export")
-    if isinstance(model, onnx.ModelProto):
-        copy = onnx.ModelProto()
-        copy.CopyFrom(model)
-        return copy
-    try:
-        return onnx.load(str(model))
-    except FileNotFoundError:
-        raise
-    except Exception as err:  # onnx raises DecodeError, ValueError, ... for a bad file
-        msg = f"{model}: cannot be read as an ONNX model: {err}"
-        raise CacheFormatError(msg) from err
+def load_model(model: str | os.PathLike | ModelProto | OnnxModel) -> ModelProto:
+    """Return a copy of `model` (a path, ``ModelProto`` or ``OnnxModel``) with its external data.
+
+    Raises
+    ------
+    FileNotFoundError, IsADirectoryError
+        For a path that is not a file.
+    ModelFormatError
+        For a file that is not an ONNX model.
+    """
+    return OnnxModel.of(model).with_weights()
 
 
 def save_model(path: str | os.PathLike, model: ModelProto) -> None:
@@ -274,14 +273,14 @@ def _scale_problem(scale: float) -> str | None:
     return None
 
 
-def _weight_axis(node, index: int, weight: np.ndarray) -> int | None:
+def _weight_axis(node: Node, index: int, weight: np.ndarray) -> int | None:
     """Output-channel axis of a weight input, or None for per-tensor."""
     if node.op_type == "Conv":
         return 0  # [M, C/group, k...]
     if node.op_type == "ConvTranspose":
         return 1  # [C, M/group, k...]: per (M/group) channel, shared across groups
     if node.op_type == "Gemm":
-        trans_b = next((a.i for a in node.attribute if a.name == "transB"), 0)
+        trans_b = node.attrs.get("transB", 0)
         return 0 if trans_b else 1  # B is [N, K] with transB, else [K, N]
     if node.op_type == "MatMul" and index == 1 and weight.ndim >= 2:
         return weight.ndim - 1  # [..., K, N]: the output feature is the last axis
@@ -290,38 +289,30 @@ def _weight_axis(node, index: int, weight: np.ndarray) -> int | None:
 
 # -- the graph -------------------------------------------------------------------------------
 class _Graph:
-    """Producer / consumer / constant lookups over one ONNX graph."""
+    """Producer / consumer / constant lookups for Q/DQ placement, over one OnnxModel.
 
-    def __init__(self, model: ModelProto):
-        onnx = require("onnx", "Q/DQ export")
+    ``nodes[i]`` is the plain-data view of ``model.proto.graph.node[i]``; nothing is re-read.
+    """
+
+    def __init__(self, model: OnnxModel):
+        self.model = model
         graph = model.graph
-        self.nodes = list(graph.node)
-        self.initializers = {t.name: t for t in graph.initializer}
-        self.constants = set(self.initializers)
-        self.producer: dict[str, Any] = {}
+        self.nodes = graph.nodes
+        self.initializers = graph.initializers
+        self.constants = model.constant_names
+        self.producer: dict[str, Node] = {}
         self.order: dict[str, int] = {}
         for i, node in enumerate(self.nodes):
-            if node.op_type == "Constant":
-                self.constants.update(node.output)
-            for out in node.output:
+            for out in node.outputs:
                 self.producer[out] = node
                 self.order[out] = i
-        self.graph_inputs = {i.name for i in graph.input} - set(self.initializers)
-        self.elem_type: dict[str, int] = {}
-        try:
-            inferred = onnx.shape_inference.infer_shapes(model).graph
-            infos = [*inferred.value_info, *inferred.input, *inferred.output]
-        except Exception:  # shape inference is only a help for dtype checks
-            logger.debug("shape inference failed; dtypes of activations unknown", exc_info=True)
-            infos = [*graph.value_info, *graph.input, *graph.output]
-        for info in infos:
-            if info.type.HasField("tensor_type"):
-                self.elem_type[info.name] = info.type.tensor_type.elem_type
+        self.graph_inputs = set(graph.inputs)
+        self.elem_type = model.types
 
     def is_activation(self, name: str) -> bool:
         return bool(name) and name not in self.constants
 
-    def weighted_producer(self, name: str):
+    def weighted_producer(self, name: str) -> Node | None:
         """Return the weighted op whose output reaches `name` through fused epilogues, or None."""
         node = self.producer.get(name)
         for _ in range(4):
@@ -330,23 +321,23 @@ class _Graph:
             if node.op_type in WEIGHTED_OP_TYPES:
                 return node
             if node.op_type in _FUSED_EPILOGUE or (
-                node.op_type == "Add" and any(i in self.constants for i in node.input)
+                node.op_type == "Add" and any(i in self.constants for i in node.inputs)
             ):
-                source = [i for i in node.input if i and i not in self.constants]
+                source = [i for i in node.inputs if i and i not in self.constants]
                 node = self.producer.get(source[0]) if len(source) == 1 else None
                 continue
             return None
         return None
 
 
-def _node_label(node) -> str:
-    return node.name or f"<{node.op_type} -> {node.output[0] if node.output else ''}>"
+def _node_label(node: Node) -> str:
+    return node.name or f"<{node.op_type} -> {node.outputs[0] if node.outputs else ''}>"
 
 
-def _activation_requests(node, g: _Graph) -> tuple[list[str], str | None]:
+def _activation_requests(node: Node, g: _Graph) -> tuple[list[str], str | None]:
     """Activation inputs `node` needs quantized, or ([], reason it is not quantizable)."""
     op = node.op_type
-    inputs = list(node.input)
+    inputs = list(node.inputs)
     if op in ("Conv", "ConvTranspose"):
         if len(inputs) < 2 or inputs[1] not in g.initializers:
             return [], "weight is not an initializer (computed at run time)"
@@ -376,7 +367,7 @@ def _activation_requests(node, g: _Graph) -> tuple[list[str], str | None]:
             return [], "not a residual Add: no input comes from Conv/ConvTranspose/Gemm/MatMul"
         if fused[0] is not None and fused[1] is not None:
             # Both branches end in weighted ops: TensorRT fuses the Add into the later one.
-            later = 0 if g.order[fused[0].output[0]] > g.order[fused[1].output[0]] else 1
+            later = 0 if g.order[fused[0].outputs[0]] > g.order[fused[1].outputs[0]] else 1
         else:
             later = 0 if fused[0] is not None else 1
         return [inputs[1 - later]], None
@@ -386,8 +377,8 @@ def _activation_requests(node, g: _Graph) -> tuple[list[str], str | None]:
 def _missing_reason(name: str, g: _Graph, scales: Mapping[str, float]) -> tuple[str, str | None]:
     """Why `name` has no scale, and a tensor with the same data that has one (or None)."""
     node = g.producer.get(name)
-    if node is not None and node.op_type in SHAPE_OP_TYPES and node.input:
-        source = node.input[0]
+    if node is not None and node.op_type in SHAPE_OP_TYPES and node.inputs:
+        source = node.inputs[0]
         if source in scales and _scale_problem(scales[source]) is None:
             why = (
                 f"missing from the cache; its producer {node.op_type} '{_node_label(node)}' only "
@@ -400,12 +391,12 @@ def _missing_reason(name: str, g: _Graph, scales: Mapping[str, float]) -> tuple[
     return "missing from the cache (no line for this name: renamed or fused by TensorRT?)", None
 
 
-def _unused_reason(name: str, g: _Graph) -> str:
+def _unused_reason(name: str, g: _Graph, internal: set[str]) -> str:
     if name in g.constants:
         return "a constant of the model (weights get per-channel scales instead)"
     if name in g.producer or name in g.graph_inputs:
         return "not read by a quantized op (no Q/DQ needed; scale kept only in the cache)"
-    if _INTERNAL_NAME.search(name):
+    if name in internal:
         return "not a tensor of the model: a TensorRT-internal layer output (no ONNX name)"
     return "not a tensor of the model (renamed by TensorRT or from another export?)"
 
@@ -490,7 +481,7 @@ def _check_op_types(op_types: Iterable[str]) -> tuple[str, ...]:
 
 
 def to_qdq(
-    model: str | os.PathLike | ModelProto,
+    model: str | os.PathLike | ModelProto | OnnxModel,
     scales: Mapping[str, float],
     *,
     exclude_nodes: str | re.Pattern | None = None,
@@ -504,8 +495,10 @@ def to_qdq(
 
     Parameters
     ----------
-    model : path or onnx.ModelProto
-        The float model (not modified; opset < 13 is upgraded in the copy).
+    model : path, onnx.ModelProto or OnnxModel
+        The float model (not modified; opset < 13 is upgraded in the copy). An
+        :class:`~calibkit.onnx.model.OnnxModel` is used as loaded: its graph, and the types of
+        its one shape inference, also for the opset-upgraded copy.
     scales : mapping
         Tensor name -> TensorRT float32 scale (``CalibrationCache.scales``); use
         ``scale_from_amax`` for amax values.
@@ -533,18 +526,21 @@ def to_qdq(
         If the model cannot be upgraded to opset 13 or the result fails ``onnx.checker``.
     """
     onnx = require("onnx", "Q/DQ export")
-    where = str(model) if not isinstance(model, onnx.ModelProto) else "<model>"
     op_types = _check_op_types(op_types)
     exclude = _compile_exclude(exclude_nodes)
-    model = _ensure_opset(load_model(model), where)
-    g = _Graph(model)
+    source = OnnxModel.of(model)
+    where = str(source.path) if source.path is not None else "<model>"
+    copy = source.with_weights()
+    model = _ensure_opset(copy, where)
+    # the copy has the source's nodes in the same order: its graph and types are the source's
+    g = _Graph(source if model is copy else source.derived(model))
     report = QdqReport()
 
     # 1. Decide, node by node, which activation inputs get Q/DQ.
-    wanted: dict[str, list] = {}  # tensor -> [(node, input index)]
-    weight_uses: list[tuple[Any, int]] = []
+    wanted: dict[str, list] = {}  # tensor -> [(node index, node, input index)]
+    weight_uses: list[tuple[int, Node, int]] = []
     float_reasons: dict[str, str] = {}
-    for node in g.nodes:
+    for index, node in enumerate(g.nodes):
         if node.op_type not in op_types:
             continue
         label = _node_label(node)
@@ -583,16 +579,16 @@ def to_qdq(
             continue
         for t in acts:
             wanted.setdefault(t, [])
-            wanted[t].extend((node, i) for i, name in enumerate(node.input) if name == t)
+            wanted[t].extend((index, node, i) for i, name in enumerate(node.inputs) if name == t)
         if quantize_weights and node.op_type in WEIGHTED_OP_TYPES:
             weight_uses.extend(
-                (node, i) for i, name in enumerate(node.input[:2]) if name in g.initializers
+                (index, node, i) for i, name in enumerate(node.inputs[:2]) if name in g.initializers
             )
 
     # 2. Build one Q/DQ pair per activation tensor and per (weight, axis).
     names = _Names(model)
     new_inits, head_nodes, after = [], [], {}
-    rewire: dict[tuple[int, int], str] = {}  # (id(node), input index) -> new input name
+    rewire: dict[tuple[int, int], str] = {}  # (node index, input index) -> new input name
     for tensor, uses in wanted.items():
         scale = np.float32(scales[report.inherited.get(tensor, tensor)])
         inits, nodes, dq_out = _qdq_nodes(tensor, scale, None, names, "")
@@ -602,17 +598,16 @@ def to_qdq(
         else:
             head_nodes += nodes
         report.activations[tensor] = float(scale)
-        report.consumers[tensor] = sorted({_node_label(n) for n, _ in uses})
-        for node, i in uses:
-            rewire[(id(node), i)] = dq_out
+        report.consumers[tensor] = sorted({_node_label(n) for _, n, _ in uses})
+        for index, _, i in uses:
+            rewire[(index, i)] = dq_out
     done: dict[tuple[str, int | None], str] = {}
-    for node, i in weight_uses:
-        wname = node.input[i]
-        tensor = g.initializers[wname]
-        if tensor.data_type != _FLOAT:
+    for index, node, i in weight_uses:
+        wname = node.inputs[i]
+        if g.model.constant_type(wname) != _FLOAT:
             report.float_nodes[_node_label(node)] = f"weight '{wname}' is not FLOAT; kept as is"
             continue
-        w = onnx.numpy_helper.to_array(tensor)
+        w = g.model.constant(wname)
         axis = _weight_axis(node, i, w)
         key = (wname, axis)
         if key not in done:
@@ -629,13 +624,13 @@ def to_qdq(
             head_nodes += nodes
             done[key] = dq_out
             report.weights[wname] = (-1 if axis is None else axis, int(s.size))
-        rewire[(id(node), i)] = done[key]
+        rewire[(index, i)] = done[key]
 
     # 3. Assemble: rewire consumers, insert Q/DQ right after each producer.
     ordered = list(head_nodes)
-    for i, node in enumerate(g.nodes):
+    for i, node in enumerate(list(model.graph.node)):
         for k in range(len(node.input)):
-            new = rewire.get((id(node), k))
+            new = rewire.get((i, k))
             if new is not None:
                 node.input[k] = new
         ordered.append(node)
@@ -646,9 +641,10 @@ def to_qdq(
     graph.initializer.extend(new_inits)
 
     # 4. Report what the cache held that the model did not use.
+    internal = trt_internal_names(scales, g.model.graph)
     for name in scales:
         if name not in report.activations:
-            report.unused_scales[name] = _unused_reason(name, g)
+            report.unused_scales[name] = _unused_reason(name, g, internal)
     shift = _numeric_shift(g, scales)
     if shift is not None:
         report.warnings.append(shift)

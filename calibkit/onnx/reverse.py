@@ -17,7 +17,8 @@ import numpy as np
 from .._optional import require
 from ..cache.format import ALGORITHMS, CalibrationCache, parse_trt_version
 from ..errors import CacheFormatError
-from .qdq import META_ALGORITHM, META_HEADER, META_VERSION, load_model
+from .model import OnnxModel
+from .qdq import META_ALGORITHM, META_HEADER, META_VERSION
 
 if TYPE_CHECKING:
     import os
@@ -31,34 +32,21 @@ logger = logging.getLogger(__name__)
 _META_KEYS = (META_VERSION, META_HEADER, META_ALGORITHM)
 
 
-def _constant_values(graph) -> dict[str, np.ndarray]:
-    """Return name -> value of every initializer and Constant-node output."""
-    from onnx import numpy_helper
-
-    values = {t.name: numpy_helper.to_array(t) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for attr in node.attribute:
-                if attr.name == "value":
-                    values[node.output[0]] = numpy_helper.to_array(attr.t)
-    return values
-
-
-def _qparams(node, values: dict[str, np.ndarray], where: str) -> tuple[np.ndarray, int | None]:
+def _qparams(node, values: OnnxModel, where: str) -> tuple[np.ndarray, int | None]:
     """Return (scale, axis) of a Q or DQ node after checking the zero point is int8 0."""
     label = node.name or node.output[0]
-    if len(node.input) < 2 or node.input[1] not in values:
+    if len(node.input) < 2 or not values.is_constant(node.input[1]):
         msg = f"{where}: {node.op_type} '{label}' has no constant scale input"
         raise CacheFormatError(msg)
-    scale = np.asarray(values[node.input[1]])
+    scale = np.asarray(values.constant(node.input[1]))
     if scale.dtype != np.float32:
         msg = f"{where}: {node.op_type} '{label}' scale is {scale.dtype}, expected float32"
         raise CacheFormatError(msg)
     if len(node.input) > 2 and node.input[2]:
-        if node.input[2] not in values:
+        if not values.is_constant(node.input[2]):
             msg = f"{where}: {node.op_type} '{label}' zero point is not a constant"
             raise CacheFormatError(msg)
-        zp = np.asarray(values[node.input[2]])
+        zp = np.asarray(values.constant(node.input[2]))
         if zp.dtype != np.int8 or np.any(zp != 0):
             msg = (
                 f"{where}: {node.op_type} '{label}' has zero point {zp.ravel()[:4]} of type "
@@ -72,12 +60,14 @@ def _qparams(node, values: dict[str, np.ndarray], where: str) -> tuple[np.ndarra
     return scale, (axis if scale.ndim else None)
 
 
-def from_qdq(model: str | os.PathLike | ModelProto) -> tuple[dict[str, np.float32], ModelProto]:
+def from_qdq(
+    model: str | os.PathLike | ModelProto | OnnxModel,
+) -> tuple[dict[str, np.float32], ModelProto]:
     """Return the activation scales of a Q/DQ model and the model with every Q/DQ removed.
 
     Parameters
     ----------
-    model : path or onnx.ModelProto
+    model : path, onnx.ModelProto or OnnxModel
         A model with QuantizeLinear -> DequantizeLinear pairs (per-tensor on activations).
 
     Returns
@@ -95,10 +85,10 @@ def from_qdq(model: str | os.PathLike | ModelProto) -> tuple[dict[str, np.float3
     onnx = require("onnx", "Q/DQ import")
     from onnx import numpy_helper
 
-    where = str(model) if not isinstance(model, onnx.ModelProto) else "<model>"
-    model = load_model(model)
+    values = OnnxModel.of(model)  # read as loaded; the copy below is edited
+    where = str(values.path) if values.path is not None else "<model>"
+    model = values.with_weights()
     graph = model.graph
-    values = _constant_values(graph)
     producer = {out: node for node in graph.node for out in node.output}
     replace: dict[str, str] = {}  # DQ output -> tensor it stands for
     new_weights: list[Any] = []
@@ -111,11 +101,11 @@ def from_qdq(model: str | os.PathLike | ModelProto) -> tuple[dict[str, np.float3
         q = producer.get(node.input[0])
         label = node.name or node.output[0]
         if q is None or q.op_type != "QuantizeLinear":
-            if node.input[0] not in values:
+            if not values.is_constant(node.input[0]):
                 msg = f"{where}: DequantizeLinear '{label}' reads '{node.input[0]}', not a Q node"
                 raise CacheFormatError(msg)
             # Pre-quantized weights: store the dequantized float values instead.
-            wq = values[node.input[0]].astype(np.float32)
+            wq = values.constant(node.input[0]).astype(np.float32)
             shape = [1] * wq.ndim
             if dq_axis is not None:
                 shape[dq_axis] = -1
@@ -130,7 +120,7 @@ def from_qdq(model: str | os.PathLike | ModelProto) -> tuple[dict[str, np.float3
         source = q.input[0]
         replace[node.output[0]] = source
         removed.update((id(node), id(q)))
-        if source in values:
+        if values.is_constant(source):
             continue  # a weight: TensorRT's implicit mode quantizes weights itself
         if q_scale.size != 1:
             msg = (
@@ -180,7 +170,7 @@ def from_qdq(model: str | os.PathLike | ModelProto) -> tuple[dict[str, np.float3
 
 
 def qdq_to_cache(
-    model: str | os.PathLike | ModelProto,
+    model: str | os.PathLike | ModelProto | OnnxModel,
     *,
     trt_version: str | tuple[int, ...],
     algorithm: str | None = None,
@@ -209,9 +199,9 @@ def qdq_to_cache(
     if algorithm is not None and algorithm not in ALGORITHMS:
         msg = f"unknown algorithm {algorithm!r}; choose one of {list(ALGORITHMS)}"
         raise ValueError(msg)
-    model = load_model(model)
+    model = OnnxModel.of(model)
     if algorithm is None:
-        recorded = {p.key: p.value for p in model.metadata_props}.get(META_ALGORITHM)
+        recorded = {p.key: p.value for p in model.proto.metadata_props}.get(META_ALGORITHM)
         algorithm = recorded if recorded in ALGORITHMS else "EntropyCalibration2"
     scales, float_model = from_qdq(model)
     return CalibrationCache(version, algorithm, scales), float_model

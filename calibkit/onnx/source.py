@@ -22,6 +22,7 @@ onnxruntime session (the model then runs once per group and batch).
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import tempfile
@@ -34,8 +35,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from .._optional import require
-from ..data.sources import InputSpec, check_batch
+from ..data.sources import check_batch
 from ..errors import CalibkitError
+from .model import FLOAT_TYPES, OnnxModel
 
 if TYPE_CHECKING:
     import onnx
@@ -51,7 +53,6 @@ OPTIMIZATION_LEVELS = {
     "extended": "ORT_ENABLE_EXTENDED",
     "all": "ORT_ENABLE_ALL",
 }
-_FLOAT_ELEM_TYPES = {1, 10, 11, 16}  # TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
 _FLOAT_ORT_TYPES = {"tensor(float)", "tensor(float16)", "tensor(double)", "tensor(bfloat16)"}
 _SHAPE_OPS = {"Shape", "Size"}  # outputs depend on the input's shape, not on its values
 _PROTOBUF_LIMIT = 2**31 - 2**20  # a serialized ModelProto must stay under 2 GB
@@ -62,8 +63,9 @@ class OnnxActivationSource:
 
     Parameters
     ----------
-    model : str, Path or onnx.ModelProto
-        The model. External data is read relative to the model's folder (or `base_dir`).
+    model : str, Path, onnx.ModelProto or OnnxModel
+        The model (an :class:`~calibkit.onnx.model.OnnxModel` is used as loaded). External
+        data is read relative to the model's folder (or `base_dir`).
     data : iterable of dict, optional
         Input batches ``{input name: array}``; iterating the source runs them. See also
         :meth:`run`.
@@ -82,8 +84,11 @@ class OnnxActivationSource:
 
     Attributes
     ----------
+    model : OnnxModel
+        The model as loaded.
     inputs : list of InputSpec
-        The model inputs (graph inputs that are not initializers).
+        The model inputs (graph inputs that are not initializers); a dimension that is not a
+        positive integer in the file (0, -1 or a name) is dynamic.
     tensor_names : list of str
         The tensors yielded, in graph order.
     inference_seconds : float
@@ -98,7 +103,7 @@ class OnnxActivationSource:
 
     def __init__(
         self,
-        model: str | os.PathLike | onnx.ModelProto,
+        model: str | os.PathLike | onnx.ModelProto | OnnxModel,
         data: Iterable[Mapping[str, np.ndarray]] | None = None,
         *,
         tensors: str | None = None,
@@ -107,7 +112,6 @@ class OnnxActivationSource:
         num_threads: int | None = None,
         base_dir: str | os.PathLike | None = None,
     ) -> None:
-        onnx = require("onnx", "ONNX calibration")
         if optimization not in OPTIMIZATION_LEVELS:
             msg = f"optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}"
             raise ValueError(msg)
@@ -116,24 +120,16 @@ class OnnxActivationSource:
             raise ValueError(msg)
         self.data = data
         self.inference_seconds = 0.0
-        if isinstance(model, (str, os.PathLike)):
-            self.model_path: Path | None = Path(model)
-            if not self.model_path.is_file():
-                msg = f"ONNX model {self.model_path} not found"
-                raise FileNotFoundError(msg)
-            proto = onnx.load(str(model), load_external_data=False)
-            base = self.model_path.parent if base_dir is None else Path(base_dir)
-        else:
-            self.model_path, proto = None, model
-            base = Path.cwd() if base_dir is None else Path(base_dir)
-        graph = proto.graph
-        where = self._where = str(self.model_path or "the model")
-        self.inputs = _input_specs(graph, onnx)
-        elem_types = _elem_types(proto, onnx, where)
+        self.model = OnnxModel.of(model, base_dir=base_dir)
+        self.model_path: Path | None = self.model.path
+        proto, base = self.model.proto, self.model.base_dir
+        where = self._where = self.model.where
+        self.inputs = self.model.inputs
+        elem_types = self.model.types
         candidates = [
             name
-            for name in _data_tensors(graph)
-            if elem_types.get(name, 0) in _FLOAT_ELEM_TYPES or elem_types.get(name, 0) == 0
+            for name in _data_tensors(proto.graph, self.model)
+            if elem_types.get(name, 0) in FLOAT_TYPES or elem_types.get(name, 0) == 0
         ]
         if tensors is not None:
             try:
@@ -175,6 +171,7 @@ class OnnxActivationSource:
         ort = require("onnxruntime", "ONNX calibration")
         model = onnx.ModelProto()
         model.CopyFrom(proto)
+        _dynamic_dims_unset(model.graph)
         present = {out.name for out in model.graph.output}
         for name in group:
             if name in present:
@@ -204,7 +201,7 @@ class OnnxActivationSource:
 
     def _serialize(self, model, base: Path, onnx, options):
         """Return the model for onnxruntime: bytes, or a temporary file when over 2 GB."""
-        locations = _external_locations(model, onnx)
+        locations = self.model.external_locations
         for location in locations:
             if not (base / location).is_file():
                 msg = f"external data file {base / location} not found (model folder {base})"
@@ -263,6 +260,18 @@ class OnnxActivationSource:
         return self.run(self.data)
 
 
+def _dynamic_dims_unset(graph) -> None:
+    """Write the graph's dynamic ``dim_value`` 0 or -1 (Paddle) as unset dimensions, in place.
+
+    calibkit takes them as dynamic (:func:`calibkit.onnx.model.dims_of`); onnxruntime does so
+    for -1 but holds a 0 to size 0 and rejects every batch.
+    """
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        for dim in value.type.tensor_type.shape.dim:
+            if dim.HasField("dim_value") and dim.dim_value <= 0:
+                dim.ClearField("dim_value")
+
+
 def _version(text: str) -> tuple[int, ...]:
     """Return ``(1, 22)`` for ``"1.22.0"`` (numeric leading parts only)."""
     parts = []
@@ -270,42 +279,6 @@ def _version(text: str) -> tuple[int, ...]:
         digits = re.match(r"\d+", part)
         parts.append(int(digits.group()) if digits else 0)
     return tuple(parts)
-
-
-def _input_specs(graph, onnx) -> list[InputSpec]:
-    initializers = {init.name for init in graph.initializer}
-    specs = []
-    for value in graph.input:
-        if value.name in initializers:  # an input with a default value: a weight, not data
-            continue
-        tensor_type = value.type.tensor_type
-        if not value.type.HasField("tensor_type") or not tensor_type.elem_type:
-            msg = f"model input {value.name!r} is not a typed tensor; calibkit feeds tensors only"
-            raise CalibkitError(msg)
-        dtype = np.dtype(onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type))
-        dims: list[int | str | None] = []
-        for dim in tensor_type.shape.dim:
-            if dim.HasField("dim_value"):
-                dims.append(int(dim.dim_value))
-            else:
-                dims.append(dim.dim_param or None)
-        specs.append(InputSpec(value.name, dtype, tuple(dims)))
-    return specs
-
-
-def _elem_types(proto, onnx, where: str) -> dict[str, int]:
-    """Map each tensor that ONNX shape inference can type to its element type."""
-    try:
-        inferred = onnx.shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
-    except (onnx.shape_inference.InferenceError, ValueError, RuntimeError) as err:
-        logger.info("%s: shape inference failed (%s); onnxruntime will type tensors", where, err)
-        inferred = proto
-    graph = inferred.graph
-    types = {}
-    for value in (*graph.input, *graph.value_info, *graph.output):
-        if value.type.HasField("tensor_type"):
-            types[value.name] = value.type.tensor_type.elem_type
-    return types
 
 
 def _subgraph_names(node) -> set[str]:
@@ -319,18 +292,13 @@ def _subgraph_names(node) -> set[str]:
     return names
 
 
-def _weight_names(graph) -> set[str]:
-    """Return the float initializers and Constant outputs with more than one element."""
-
-    def is_weight(t) -> bool:
-        return t.data_type in _FLOAT_ELEM_TYPES and int(np.prod(t.dims)) > 1
-
-    names = {t.name for t in graph.initializer if is_weight(t)}
-    for node in graph.node:
-        values = [a.t for a in node.attribute if a.name == "value" and a.HasField("t")]
-        if node.op_type == "Constant" and values and is_weight(values[0]):
-            names.update(node.output)
-    return names
+def _weight_names(model: OnnxModel) -> set[str]:
+    """Return the float constants (initializers, Constant outputs) with more than one element."""
+    return {
+        name
+        for name in model.constant_names
+        if model.constant_type(name) in FLOAT_TYPES and math.prod(model.constant_dims(name)) > 1
+    }
 
 
 def _spread(graph, seeds: set[str], *, through_shape_ops: bool) -> set[str]:
@@ -357,7 +325,7 @@ def _spread(graph, seeds: set[str], *, through_shape_ops: bool) -> set[str]:
     return reached
 
 
-def _data_tensors(graph) -> list[str]:
+def _data_tensors(graph, model: OnnxModel) -> list[str]:
     """Return the graph inputs and node outputs TensorRT computes per batch, in graph order.
 
     That is every tensor that depends on the input values, plus every tensor that depends on
@@ -369,32 +337,8 @@ def _data_tensors(graph) -> list[str]:
     inputs = {value.name for value in graph.input if value.name not in initializers}
     values = _spread(graph, inputs, through_shape_ops=False)
     shaped = _spread(graph, inputs, through_shape_ops=True)
-    weighted = _spread(graph, _weight_names(graph), through_shape_ops=False)
+    weighted = _spread(graph, _weight_names(model), through_shape_ops=False)
     keep = values | (shaped & weighted)
     ordered = [value.name for value in graph.input if value.name in keep]
     ordered += [out for node in graph.node for out in node.output if out in keep]
     return list(dict.fromkeys(ordered))
-
-
-def _tensors(graph) -> Iterator:
-    """Yield every TensorProto stored in a graph: initializers, node attributes, subgraphs."""
-    yield from graph.initializer
-    for node in graph.node:
-        for attr in node.attribute:
-            if attr.HasField("t"):
-                yield attr.t
-            yield from attr.tensors
-            for sub in [attr.g] if attr.HasField("g") else list(attr.graphs):
-                yield from _tensors(sub)
-
-
-def _external_locations(model, onnx) -> list[str]:
-    """Return the external-data file names the tensors refer to (empty if none)."""
-    helper = onnx.external_data_helper
-    return sorted(
-        {
-            helper.ExternalDataInfo(tensor).location
-            for tensor in _tensors(model.graph)
-            if helper.uses_external_data(tensor)
-        }
-    )

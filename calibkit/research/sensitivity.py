@@ -36,7 +36,8 @@ import numpy as np
 from .._optional import require
 from ..atomic import write_atomic
 from ..errors import CalibkitError
-from ..onnx.qdq import DEFAULT_OP_TYPES, load_model, to_qdq
+from ..onnx.model import OnnxModel
+from ..onnx.qdq import DEFAULT_OP_TYPES, to_qdq
 from ..scale import scale_from_amax
 from ..text import format_table
 
@@ -173,7 +174,7 @@ def run_model(
 
 
 def sensitivity(
-    model: str | os.PathLike,
+    model: str | os.PathLike | OnnxModel,
     amax: Mapping[str, float],
     batches: Iterable[Mapping[str, np.ndarray]],
     *,
@@ -211,16 +212,19 @@ def sensitivity(
     if not batches:
         msg = "no evaluation batches"
         raise ValueError(msg)
-    proto = load_model(model)
+    loaded = OnnxModel.of(model)  # read once: every Q/DQ variant reuses its graph and types
+    proto = loaded.with_weights()
     scales = {
         name: scale_from_amax(a)
         for name, a in amax.items()
         if math.isfinite(a) and a > 0  # 0 / inf scales stay float, as in to_qdq
     }
     op_types = tuple(op_types)
-    full, report = to_qdq(proto, scales, op_types=op_types, quantize_weights=quantize_weights)
+    full, report = to_qdq(loaded, scales, op_types=op_types, quantize_weights=quantize_weights)
     if not report.activations:
-        msg = f"{model}: none of the {len(amax)} amax values gets a Q/DQ pair (names differ?)"
+        msg = (
+            f"{loaded.where}: none of the {len(amax)} amax values gets a Q/DQ pair (names differ?)"
+        )
         raise CalibkitError(msg)
     reference = run_model(proto, batches, output, num_threads=num_threads)
     name = output or proto.graph.output[0].name
@@ -232,7 +236,7 @@ def sensitivity(
     rows = []
     for tensor in report.activations:
         one, _ = to_qdq(
-            proto, {tensor: scales[tensor]}, op_types=op_types, quantize_weights=quantize_weights
+            loaded, {tensor: scales[tensor]}, op_types=op_types, quantize_weights=quantize_weights
         )
         rows.append(row(tensor, one))
         logger.info("%s: relative output error %.4g", tensor, rows[-1].rel_error)

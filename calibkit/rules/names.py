@@ -25,33 +25,37 @@ tensor whose values give each scale) and reports the ones it cannot name (`Cache
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .._optional import require
 from ..onnx.graph import Graph, Node
+from ..onnx.model import FLOAT_TYPES, OnnxModel
 
 if TYPE_CHECKING:
     import onnx
 
 __all__ = [
     "ELEMENTWISE_OPS",
+    "TRT_INTERNAL_NAME",
     "CacheLine",
     "CacheNames",
     "UnknownLine",
     "constant_values",
     "trt_amax",
     "trt_cache_names",
+    "trt_internal_names",
 ]
 
 # ONNX ops TensorRT imports as elementwise layers whose constant operands become tensors.
 ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Pow", "Max", "Min", "Sum", "PRelu"})
 _SHAPE_SOURCES = frozenset({"Shape", "Size"})
-_FLOAT_TYPES = frozenset({1, 10, 11, 16})  # ONNX FLOAT, FLOAT16, DOUBLE, BFLOAT16
+#: Names TensorRT gives tensors it creates itself: unnamed layers and its ONNX parser's helpers.
+TRT_INTERNAL_NAME = re.compile(r"\(Unnamed (Layer|ITensor)\* \d+\).*|ONNXTRT_.*")
+_OUTPUT_SUFFIX = re.compile(r"_output(_\d+)?$")
 
 
 @dataclass(frozen=True)
@@ -116,16 +120,17 @@ class CacheNames:
 
 
 def trt_cache_names(
-    model: onnx.ModelProto | str | Path | Graph, *, trt_version: tuple[int, ...]
+    model: OnnxModel | onnx.ModelProto | str | Path | Graph, *, trt_version: tuple[int, ...]
 ) -> CacheNames:
     """Return the cache lines TensorRT `trt_version` writes for `model`.
 
     Parameters
     ----------
-    model : onnx.ModelProto, path or Graph
-        The ONNX model TensorRT parses. A :class:`~..onnx.graph.Graph` carries no shapes, types
-        or constants: every tensor in it is taken to be an activation, identity Reshapes cannot
-        be detected, and no constant lines are produced.
+    model : OnnxModel, onnx.ModelProto, path or Graph
+        The ONNX model TensorRT parses (an :class:`~calibkit.onnx.model.OnnxModel` already
+        loaded is used as it is). A :class:`~calibkit.onnx.graph.Graph` carries no shapes,
+        types or constants: every tensor in it is taken to be an activation, identity Reshapes
+        cannot be detected, and no constant lines are produced.
     trt_version : tuple of int
         ``(major, minor, patch)`` of the TensorRT that reads the cache.
 
@@ -134,35 +139,49 @@ def trt_cache_names(
     CacheNames
     """
     if isinstance(model, Graph):
-        return _from_graph(model, tuple(trt_version), {}, {}, {}, opset=None)
-    onnx = require("onnx", "Listing TensorRT cache names of an ONNX model")
-    if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
-    model = _infer_shapes(onnx, model)
-    types, shapes = _value_infos(model)
-    consts = _constant_arrays(onnx, model)
-    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    graph = Graph.from_onnx(model)
-    return _from_graph(graph, tuple(trt_version), types, shapes, consts, opset=opset)
+        return _from_graph(model, tuple(trt_version), {}, {}, lambda name: None, opset=None)
+    model = OnnxModel.of(model)
+
+    def constant(name: str) -> np.ndarray | None:
+        return model.constant(name) if model.is_constant(name) else None
+
+    return _from_graph(
+        model.graph, tuple(trt_version), model.types, model.shapes, constant, opset=model.opset
+    )
 
 
 def constant_values(
-    model: onnx.ModelProto | str | Path, names: CacheNames
+    model: OnnxModel | onnx.ModelProto | str | Path, names: CacheNames
 ) -> dict[str, np.ndarray]:
     """Return ``{cache name: values}`` of the constant lines, for the normal calibration path.
 
     TensorRT calibrates a constant like an activation (every batch shows the same values), so
     feed these arrays through the same collector and selector as the activations.
     """
-    onnx = require("onnx", "Reading ONNX constants")
-    if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model))
-    arrays = _constant_arrays(onnx, model)
+    model = OnnxModel.of(model)
     return {
-        line.name: arrays[line.source].astype(np.float32)
+        line.name: model.constant(line.source).astype(np.float32)
         for line in names.lines
         if line.kind == "constant"
     }
+
+
+def trt_internal_names(names: Iterable[str], graph: Graph) -> set[str]:
+    """Return the names in `names` that TensorRT creates itself for `graph` (no ONNX tensor).
+
+    These are its unnamed layers (``(Unnamed Layer* N) [...]``), its ONNX parser's helpers
+    (``ONNXTRT_*``) and ``<tensor or node>_output[_N]`` for a tensor, initializer or node of the
+    graph (TensorRT 10's constants and Softmax aliases). A cache line of any other name that is
+    not a tensor of the graph belongs to another model or export.
+    """
+    owners = set(graph.tensors) | set(graph.initializers)
+    owners |= {node.name for node in graph.nodes if node.name}
+    found = set()
+    for name in names:
+        base = _OUTPUT_SUFFIX.sub("", name)
+        if TRT_INTERNAL_NAME.fullmatch(name) or (base != name and base in owners):
+            found.add(name)
+    return found
 
 
 def trt_amax(amax: Mapping[str, float], names: CacheNames) -> tuple[dict[str, float], list[str]]:
@@ -193,53 +212,10 @@ def trt_amax(amax: Mapping[str, float], names: CacheNames) -> tuple[dict[str, fl
     return out, missing
 
 
-# --- ONNX details -------------------------------------------------------------------------------
-
-
-def _infer_shapes(onnx, model):
-    try:
-        return onnx.shape_inference.infer_shapes(model)
-    except Exception:  # noqa: BLE001 -- shapes only sharpen the answer; without them we still work
-        return model
-
-
-def _value_infos(model) -> tuple[dict[str, int], dict[str, tuple]]:
-    types, shapes = {}, {}
-    g = model.graph
-    for info in [*g.input, *g.value_info, *g.output]:
-        tensor_type = info.type.tensor_type
-        if not info.type.HasField("tensor_type"):
-            continue
-        types[info.name] = tensor_type.elem_type
-        if tensor_type.HasField("shape"):
-            shapes[info.name] = tuple(
-                d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
-                for d in tensor_type.shape.dim
-            )
-    for init in g.initializer:
-        types[init.name] = init.data_type
-        shapes[init.name] = tuple(init.dims)
-    return types, shapes
-
-
-def _constant_arrays(onnx, model) -> dict[str, np.ndarray]:
-    arrays = {t.name: onnx.numpy_helper.to_array(t) for t in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output:
-            for attr in node.attribute:
-                if attr.name == "value":
-                    arrays[node.output[0]] = onnx.numpy_helper.to_array(attr.t)
-                elif attr.name in ("value_float", "value_floats"):
-                    arrays[node.output[0]] = np.asarray(
-                        onnx.helper.get_attribute_value(attr), np.float32
-                    )
-    return arrays
-
-
 # --- the rules ----------------------------------------------------------------------------------
 
 
-def _from_graph(graph, version, types, shapes, consts, *, opset) -> CacheNames:
+def _from_graph(graph, version, types, shapes, read_constant, *, opset) -> CacheNames:
     lines: dict[str, CacheLine] = {}
     unknown: list[UnknownLine] = []
     no_line: dict[str, str] = {}
@@ -248,7 +224,7 @@ def _from_graph(graph, version, types, shapes, consts, *, opset) -> CacheNames:
     shape_like: set[str] = set()
 
     def is_float(name: str) -> bool:
-        return name not in types or types[name] in _FLOAT_TYPES
+        return name not in types or types[name] in FLOAT_TYPES
 
     for name in graph.inputs:
         if is_float(name):
@@ -271,7 +247,7 @@ def _from_graph(graph, version, types, shapes, consts, *, opset) -> CacheNames:
             for t in node.outputs:
                 no_line[t] = "computed from constants only (TensorRT folds or names it itself)"
             continue
-        if node.op_type == "Reshape" and _is_identity_reshape(node, shapes, consts):
+        if node.op_type == "Reshape" and _is_identity_reshape(node, shapes, read_constant):
             no_line[node.outputs[0]] = "Reshape to the shape it already has: TensorRT removes it"
             continue
         for t in node.outputs:
@@ -291,7 +267,7 @@ def _from_graph(graph, version, types, shapes, consts, *, opset) -> CacheNames:
 def _constant_lines(node: Node, version, constant, shapes, types, lines, unknown) -> None:
     ranks = [len(shapes[t]) for t in node.inputs if t in shapes and t not in constant]
     for c in dict.fromkeys(t for t in node.inputs if t in constant):
-        if c in types and types[c] not in _FLOAT_TYPES:
+        if c in types and types[c] not in FLOAT_TYPES:
             continue
         if version >= (10,):
             lines.setdefault(f"{c}_output", CacheLine(f"{c}_output", c, "constant"))
@@ -333,12 +309,15 @@ def _softmax_lines(node: Node, opset, lines, unknown) -> None:
         )
 
 
-def _is_identity_reshape(node: Node, shapes: Mapping, consts: Mapping) -> bool:
+def _is_identity_reshape(node: Node, shapes: Mapping, read_constant: Callable) -> bool:
     """Return whether the Reshape target resolves to the input's own shape."""
-    if len(node.inputs) < 2 or node.inputs[1] not in consts or node.inputs[0] not in shapes:
+    if len(node.inputs) < 2 or node.inputs[0] not in shapes:
+        return False
+    value = read_constant(node.inputs[1])
+    if value is None:
         return False
     source = shapes[node.inputs[0]]
-    target = [int(v) for v in np.asarray(consts[node.inputs[1]]).ravel()]
+    target = [int(v) for v in np.asarray(value).ravel()]
     if len(target) != len(source) or target.count(-1) > 1:
         return False
     allowzero = int(node.attrs.get("allowzero", 0))
