@@ -288,8 +288,8 @@ def _weight_axis(node: Node, index: int, weight: np.ndarray) -> int | None:
 
 
 # -- the graph -------------------------------------------------------------------------------
-class _Graph:
-    """Producer / consumer / constant lookups for Q/DQ placement, over one OnnxModel.
+class _Placement:
+    """The lookups Q/DQ placement needs, over the one graph and types of an OnnxModel.
 
     ``nodes[i]`` is the plain-data view of ``model.proto.graph.node[i]``; nothing is re-read.
     """
@@ -300,12 +300,8 @@ class _Graph:
         self.nodes = graph.nodes
         self.initializers = graph.initializers
         self.constants = model.constant_names
-        self.producer: dict[str, Node] = {}
-        self.order: dict[str, int] = {}
-        for i, node in enumerate(self.nodes):
-            for out in node.outputs:
-                self.producer[out] = node
-                self.order[out] = i
+        self.producer = graph.producers()
+        self.order = {out: i for i, node in enumerate(self.nodes) for out in node.outputs if out}
         self.graph_inputs = set(graph.inputs)
         self.elem_type = model.types
 
@@ -334,7 +330,7 @@ def _node_label(node: Node) -> str:
     return node.name or f"<{node.op_type} -> {node.outputs[0] if node.outputs else ''}>"
 
 
-def _activation_requests(node: Node, g: _Graph) -> tuple[list[str], str | None]:
+def _activation_requests(node: Node, g: _Placement) -> tuple[list[str], str | None]:
     """Activation inputs `node` needs quantized, or ([], reason it is not quantizable)."""
     op = node.op_type
     inputs = list(node.inputs)
@@ -374,7 +370,9 @@ def _activation_requests(node: Node, g: _Graph) -> tuple[list[str], str | None]:
     return [], f"op type {op} is not quantized by calibkit"
 
 
-def _missing_reason(name: str, g: _Graph, scales: Mapping[str, float]) -> tuple[str, str | None]:
+def _missing_reason(
+    name: str, g: _Placement, scales: Mapping[str, float]
+) -> tuple[str, str | None]:
     """Why `name` has no scale, and a tensor with the same data that has one (or None)."""
     node = g.producer.get(name)
     if node is not None and node.op_type in SHAPE_OP_TYPES and node.inputs:
@@ -391,7 +389,7 @@ def _missing_reason(name: str, g: _Graph, scales: Mapping[str, float]) -> tuple[
     return "missing from the cache (no line for this name: renamed or fused by TensorRT?)", None
 
 
-def _unused_reason(name: str, g: _Graph, internal: set[str]) -> str:
+def _unused_reason(name: str, g: _Placement, internal: set[str]) -> str:
     if name in g.constants:
         return "a constant of the model (weights get per-channel scales instead)"
     if name in g.producer or name in g.graph_inputs:
@@ -533,7 +531,7 @@ def to_qdq(
     copy = source.with_weights()
     model = _ensure_opset(copy, where)
     # the copy has the source's nodes in the same order: its graph and types are the source's
-    g = _Graph(source if model is copy else source.derived(model))
+    g = _Placement(source if model is copy else source.derived(model))
     report = QdqReport()
 
     # 1. Decide, node by node, which activation inputs get Q/DQ.
@@ -664,7 +662,7 @@ def to_qdq(
     return model, report
 
 
-def _numeric_shift(g: _Graph, scales: Mapping[str, float]) -> str | None:
+def _numeric_shift(g: _Placement, scales: Mapping[str, float]) -> str | None:
     """Warn when numeric tensor names match the cache better after a constant shift.
 
     Old PyTorch exports name tensors by number; another export of the same network can number

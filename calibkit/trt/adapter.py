@@ -758,11 +758,11 @@ def crosscheck(
     from ..cache.format import read_cache
     from ..data.sources import open_data
     from ..onnx.calibrate import calibrate_onnx
-    from ..onnx.source import OnnxActivationSource
+    from ..onnx.model import OnnxModel
 
-    inputs = OnnxActivationSource(model).inputs
+    loaded = OnnxModel.load(model)  # read once for the input specs and the calibration
     source = open_data(
-        data, inputs, batch_size=batch_size, max_samples=max_samples, preprocess=preprocess
+        data, loaded.inputs, batch_size=batch_size, max_samples=max_samples, preprocess=preprocess
     )
     batches = _fixed_shape_batches(source)
     shapes = {k: v.shape for k, v in batches[0].items()}
@@ -772,7 +772,7 @@ def crosscheck(
         msg = "TensorRT built the engine without writing a calibration cache"
         raise CalibkitError(msg)
     theirs = read_cache(calibrator.cache_bytes)
-    ours = calibrate_onnx(model, batches, algorithm=algo.spec, trt_version=trt_version(trt))
+    ours = calibrate_onnx(loaded, batches, algorithm=algo.spec, trt_version=trt_version(trt))
     stats = None if calibkit_cache is None else ours.write(calibkit_cache)
     diff = diff_caches(theirs, ours.cache, histograms=ours.histograms)
     return CrossCheck(theirs, ours.cache, diff, len(batches), stats)
