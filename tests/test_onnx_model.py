@@ -380,6 +380,20 @@ def test_truncated_model_in_cache_check_is_one_line(cnn_path, tmp_path, capsys):
     assert "cut.onnx: cannot be read as an ONNX model" in err and "Traceback" not in err
 
 
+def test_unsorted_graph_is_an_error_naming_the_file_and_node(tmp_path):
+    model = _model(
+        [
+            helper.make_node("Relu", ["a"], ["b"], name="late"),
+            helper.make_node("Relu", ["x"], ["a"]),
+        ],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])],
+        [helper.make_tensor_value_info("b", TensorProto.FLOAT, [2])],
+    )
+    onnx.save(model, str(tmp_path / "m.onnx"))
+    with pytest.raises(ModelFormatError, match=r"m\.onnx: node 0 \(late\) reads tensor 'a' before"):
+        _ = OnnxModel.load(tmp_path / "m.onnx").graph
+
+
 # -- TensorRT-internal names: one definition for Q/DQ export and cache check --------------------
 def test_qdq_and_check_agree_on_trt_internal_names(shared_testdata):
     for folder in sorted((shared_testdata / "onnx_cache_pairs").iterdir()):

@@ -103,7 +103,6 @@ class OnnxModel:
             self.base_dir = Path(base_dir)
         else:
             self.base_dir = self.path.parent if self.path is not None else Path.cwd()
-        self.shape_inference_error: str | None = None
 
     @property
     def where(self) -> str:
@@ -112,7 +111,9 @@ class OnnxModel:
 
     # -- loading ---------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None):
+    def load(
+        cls, path: str | os.PathLike, *, base_dir: str | os.PathLike | None = None
+    ) -> OnnxModel:
         """Read the model at `path`; its external weights are read only when asked for.
 
         Raises
@@ -173,7 +174,6 @@ class OnnxModel:
         """
         other = OnnxModel(proto, path=self.path, base_dir=self.base_dir)
         other.__dict__["_inferred"] = self._inferred
-        other.shape_inference_error = self.shape_inference_error
         return other
 
     def with_weights(self) -> onnx.ModelProto:
@@ -224,7 +224,11 @@ class OnnxModel:
         )
         # ONNX (IR < 4) may list initializers as graph inputs too; they are constants here.
         inputs = tuple(v.name for v in g.input if v.name not in initializers)
-        return Graph(nodes, inputs, tuple(v.name for v in g.output), initializers)
+        try:
+            return Graph(nodes, inputs, tuple(v.name for v in g.output), initializers)
+        except ValueError as err:  # not topologically sorted, or a tensor written twice
+            msg = f"{self.where}: {err}"
+            raise ModelFormatError(msg) from err
 
     @cached_property
     def opset(self) -> int | None:
@@ -264,7 +268,6 @@ class OnnxModel:
                 self.proto, strict_mode=False, data_prop=True
             )
         except Exception as err:  # noqa: BLE001 -- inference only sharpens; declared info remains
-            self.shape_inference_error = f"{type(err).__name__}: {err}"
             logger.info("%s: ONNX shape inference failed (%s)", self.where, err)
             inferred = self.proto
         g = inferred.graph

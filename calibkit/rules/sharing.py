@@ -126,7 +126,8 @@ def share_scales(
     Parameters
     ----------
     graph : Graph
-        The network, in topological order (``Graph.from_onnx(model)``).
+        The network, in topological order (``OnnxModel.load(path).graph``, or a saved form
+        read by ``Graph.from_json``).
     amax : Mapping[str, T]
         Each tensor's own amax (or scale: values are only copied, never computed with).
     trt_version : tuple of int or None
