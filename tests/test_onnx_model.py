@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from calibkit.cache.check import check_cache, read_model_graph
 from calibkit.cache.format import CalibrationCache, read_cache, write_cache
@@ -113,6 +115,26 @@ def test_constant_reader_handles_every_constant_form(form):
         assert m.constant_type("c") == helper.np_dtype_to_tensor_dtype(expected.dtype)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    floats=st.lists(st.floats(width=32, allow_nan=False), min_size=1, max_size=6),
+    ints=st.lists(st.integers(-(2**63), 2**63 - 1), min_size=1, max_size=6),
+)
+def test_list_constants_match_onnx_evaluator(floats, ints):
+    nodes = [
+        helper.make_node("Constant", [], ["f"], value_floats=floats),
+        helper.make_node("Constant", [], ["i"], value_ints=ints),
+    ]
+    outputs = [helper.make_tensor_value_info(n, TensorProto.UNDEFINED, None) for n in "fi"]
+    model = _model(nodes, [], outputs)
+    expected = ReferenceEvaluator(model).run(None, {})
+    m = OnnxModel(model)
+    for name, want in zip("fi", expected, strict=True):
+        got = m.constant(name)
+        assert got.dtype == want.dtype and got.tobytes() == want.tobytes()
+        assert m.constant_dims(name) == want.shape
+
+
 def test_constant_reader_covers_initializers_and_reads_external_data_lazily(tmp_path):
     w = np.arange(64, dtype=np.float32).reshape(8, 8) / 7
     model = _model(
@@ -205,6 +227,17 @@ def test_constant_values_of_a_value_floats_constant():
 def test_a_dimension_that_is_not_a_positive_int_is_dynamic(dims, expected):
     info = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
     assert dims_of(info.type.tensor_type) == expected
+
+
+@given(st.lists(st.one_of(st.integers(-(2**62), 2**62), st.text(min_size=1)), max_size=5))
+def test_only_positive_dimension_values_are_fixed(dims):
+    info = helper.make_tensor_value_info("x", TensorProto.FLOAT, dims)
+    got = dims_of(info.type.tensor_type)
+    for want, have in zip(dims, got, strict=True):
+        if isinstance(want, str):
+            assert have == want
+        else:
+            assert have == (want if want > 0 else None)
 
 
 def test_no_shape_is_none():

@@ -32,21 +32,21 @@ logger = logging.getLogger(__name__)
 _META_KEYS = (META_VERSION, META_HEADER, META_ALGORITHM)
 
 
-def _qparams(node, values: OnnxModel, where: str) -> tuple[np.ndarray, int | None]:
+def _qparams(node, constants: OnnxModel, where: str) -> tuple[np.ndarray, int | None]:
     """Return (scale, axis) of a Q or DQ node after checking the zero point is int8 0."""
     label = node.name or node.output[0]
-    if len(node.input) < 2 or not values.is_constant(node.input[1]):
+    if len(node.input) < 2 or not constants.is_constant(node.input[1]):
         msg = f"{where}: {node.op_type} '{label}' has no constant scale input"
         raise CacheFormatError(msg)
-    scale = np.asarray(values.constant(node.input[1]))
+    scale = np.asarray(constants.constant(node.input[1]))
     if scale.dtype != np.float32:
         msg = f"{where}: {node.op_type} '{label}' scale is {scale.dtype}, expected float32"
         raise CacheFormatError(msg)
     if len(node.input) > 2 and node.input[2]:
-        if not values.is_constant(node.input[2]):
+        if not constants.is_constant(node.input[2]):
             msg = f"{where}: {node.op_type} '{label}' zero point is not a constant"
             raise CacheFormatError(msg)
-        zp = np.asarray(values.constant(node.input[2]))
+        zp = np.asarray(constants.constant(node.input[2]))
         if zp.dtype != np.int8 or np.any(zp != 0):
             msg = (
                 f"{where}: {node.op_type} '{label}' has zero point {zp.ravel()[:4]} of type "
@@ -85,9 +85,9 @@ def from_qdq(
     onnx = require("onnx", "Q/DQ import")
     from onnx import numpy_helper
 
-    values = OnnxModel.of(model)  # read as loaded; the copy below is edited
-    where = str(values.path) if values.path is not None else "<model>"
-    model = values.with_weights()
+    loaded = OnnxModel.of(model)  # constants are read from it; the copy below is edited
+    where = str(loaded.path) if loaded.path is not None else "<model>"
+    model = loaded.with_weights()
     graph = model.graph
     producer = {out: node for node in graph.node for out in node.output}
     replace: dict[str, str] = {}  # DQ output -> tensor it stands for
@@ -97,15 +97,15 @@ def from_qdq(
     for node in graph.node:
         if node.op_type != "DequantizeLinear":
             continue
-        dq_scale, dq_axis = _qparams(node, values, where)
+        dq_scale, dq_axis = _qparams(node, loaded, where)
         q = producer.get(node.input[0])
         label = node.name or node.output[0]
         if q is None or q.op_type != "QuantizeLinear":
-            if not values.is_constant(node.input[0]):
+            if not loaded.is_constant(node.input[0]):
                 msg = f"{where}: DequantizeLinear '{label}' reads '{node.input[0]}', not a Q node"
                 raise CacheFormatError(msg)
             # Pre-quantized weights: store the dequantized float values instead.
-            wq = values.constant(node.input[0]).astype(np.float32)
+            wq = loaded.constant(node.input[0]).astype(np.float32)
             shape = [1] * wq.ndim
             if dq_axis is not None:
                 shape[dq_axis] = -1
@@ -113,14 +113,14 @@ def from_qdq(
             new_weights.append(numpy_helper.from_array(w, node.output[0]))
             removed.add(id(node))
             continue
-        q_scale, q_axis = _qparams(q, values, where)
+        q_scale, q_axis = _qparams(q, loaded, where)
         if q_scale.shape != dq_scale.shape or q_scale.tobytes() != dq_scale.tobytes():
             msg = f"{where}: QuantizeLinear and DequantizeLinear '{label}' have different scales"
             raise CacheFormatError(msg)
         source = q.input[0]
         replace[node.output[0]] = source
         removed.update((id(node), id(q)))
-        if values.is_constant(source):
+        if loaded.is_constant(source):
             continue  # a weight: TensorRT's implicit mode quantizes weights itself
         if q_scale.size != 1:
             msg = (
