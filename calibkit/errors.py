@@ -13,6 +13,7 @@ __all__ = [
     "MissingDependencyError",
     "NonFiniteError",
     "NotCollectedError",
+    "SelectorError",
 ]
 
 
@@ -38,3 +39,7 @@ class CacheFormatError(CalibkitError, ValueError):
 
 class MissingDependencyError(CalibkitError, ImportError):
     """An optional dependency (an extra) is not installed."""
+
+
+class SelectorError(CalibkitError, ValueError):
+    """A selector spec, or one of a selector's parameters, is invalid."""
