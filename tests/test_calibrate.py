@@ -13,15 +13,14 @@ import numpy as np
 import pytest
 
 import calibkit as ck
-
 from calibkit import HistogramCollector, compute_amax, load_stats, make_selector
 from calibkit.cache.format import read_cache
 from calibkit.cli import main
 from calibkit.data.sources import DataError
 from calibkit.onnx.calibrate import calibrate_onnx
 from calibkit.pipeline import ALL_ALGORITHMS, select_all, select_from_stats
-from calibkit.stats import default_stats_path
 from calibkit.scale import scale_from_amax
+from calibkit.stats import default_stats_path
 
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")

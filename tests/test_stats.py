@@ -59,6 +59,6 @@ def test_mixed_bin_counts_refused(tmp_path):
 def test_settings_must_fit_the_schema(tmp_path):
     with pytest.raises(StatsFormatError, match=r"settings: unknown field\(s\) \['x'\]"):
         ck.save_stats(tmp_path / "s.npz", {}, settings={"x": object()})
-    with pytest.raises(StatsFormatError, match="settings.num_bins: expected an integer"):
+    with pytest.raises(StatsFormatError, match=r"settings\.num_bins: expected an integer"):
         ck.save_stats(tmp_path / "s.npz", {}, settings={"num_bins": "2048"})
     assert not (tmp_path / "s.npz").exists()
