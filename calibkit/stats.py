@@ -78,7 +78,8 @@ class StatsSettings:
     num_bins : int or None
         Histogram bins per tensor.
     trt_version : str or None
-        Target TensorRT version, normalised to ``"major.minor.patch"``.
+        Target TensorRT version, normalised to ``"major.minor.patch"`` (``"10.16"`` or
+        ``(10, 16)`` given become ``"10.16.0"``).
     share_scales : str or None
         The ``--share-scales`` of the run that wrote the file (provenance: commands apply their
         own ``--share-scales``, whose default is ``trt``).
@@ -228,7 +229,7 @@ _EXPECTED = {
 }
 
 
-def _from_v1(data: Mapping[str, Any], where: str) -> StatsSettings:
+def _from_v1(data: Mapping[str, Any], where: str, calibkit_version: str) -> StatsSettings:
     """Map the loose settings of format 1 onto the typed record.
 
     Format 1 had two writers: the ONNX path (``model``, ``model_sha256`` and the fields below)
@@ -240,6 +241,7 @@ def _from_v1(data: Mapping[str, Any], where: str) -> StatsSettings:
         raise StatsFormatError(msg)
     known = {f.name for f in dataclasses.fields(StatsSettings)} - {"source_kind", "source"}
     values = {k: v for k, v in data.items() if k in known}
+    values.setdefault("calibkit_version", calibkit_version)  # the writer's, not this calibkit's
     if "model" in data:
         values |= {"source_kind": "onnx", "source": data["model"]}
         values["source_sha256"] = data.get("model_sha256")
@@ -404,7 +406,7 @@ def _load(path, f) -> Stats:
         raise StatsFormatError(msg) from err
     where = f"{path}: settings"
     if version == 1:
-        settings = _from_v1(parsed, where)
+        settings = _from_v1(parsed, where, calibkit_version)
     else:
         if isinstance(parsed, Mapping):
             missing = sorted({f.name for f in dataclasses.fields(StatsSettings)} - set(parsed))

@@ -175,3 +175,55 @@ def test_no_silent_clamp_of_start_bin():
 )
 def test_aliases(alias, spec):
     assert ck.make_selector(alias) == ck.make_selector(spec)
+
+
+def test_every_scale_command_takes_share_scales_with_one_default():
+    from calibkit.cli import build_parser
+    from calibkit.pipeline import DEFAULT_SHARE_SCALES
+
+    sub = next(a for a in build_parser()._actions if a.dest == "command")
+    commands = ["calibrate", "select", "compare", "report", "stability", "sensitivity", "qdq"]
+    for name in commands:
+        options = {a.dest: a for a in sub.choices[name]._actions}
+        assert options["share_scales"].default == DEFAULT_SHARE_SCALES == "trt", name
+        assert "trt (default" in options["share_scales"].help, name
+
+
+def test_qdq_cache_refuses_stats_options(tmp_path, capsys):
+    cache = tmp_path / "c.cache"
+    assert main(["select", str(STATS), "-a", "minmax", "-o", str(cache)]) == 0
+    argv = ["qdq", str(MODEL), "--cache", str(cache), "-o", str(tmp_path / "m.onnx")]
+    assert main([*argv, "--share-scales", "none"]) == 1
+    assert "--share-scales applies to --stats" in capsys.readouterr().err
+
+
+def test_stability_measures_the_shared_amax():
+    from calibkit.onnx.graph import Graph, Node
+
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(16, 40)).astype(np.float32)
+    samples = {"x": x, "p": x[:, ::2] * 0.5}  # a pooling output with its own, smaller range
+    graph = Graph((Node("MaxPool", ("x",), ("p",)),), ("x",))
+    kwargs = {"batch_sizes": (2, 4), "num_orders": 2, "algorithm": "minmax"}
+    shared = ck.stability(samples, graph=graph, trt_version="10.16", **kwargs)
+    assert np.array_equal(shared.tensors["p"].amax, shared.tensors["x"].amax)
+    assert "rule P moved 1 tensor(s) (p <- x)" in shared.format_table()
+    own = ck.stability(samples, graph=graph, share_scales="none", **kwargs)
+    assert np.all(own.tensors["p"].amax < own.tensors["x"].amax)
+
+
+def test_calibrate_onnx_takes_a_selector_object():
+    calib = ROOT / "examples" / "fashion_mnist" / "calib.npz"
+    result = ck.calibrate_onnx(
+        MODEL,
+        calib,
+        algorithm=HalfMax(),
+        trt_version="10.16",
+        header_algorithm="MinMaxCalibration",
+        max_samples=32,
+        num_threads=1,
+    )
+    assert result.cache.algorithm == "MinMaxCalibration"
+    assert result.settings.algorithm == "half-max"
+    assert result.amax["relu"] == result.histograms["relu"].max_abs / 2
+    assert result.amax["max_pool2d"] == result.amax["relu_1"]  # shared, as for any selector

@@ -8,6 +8,7 @@ import sys
 
 from ..errors import CalibkitError
 from ._warnings import with_warnings_shown
+from .calibrate import add_share_option
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +25,7 @@ def _add_qdq(sub) -> None:
     src.add_argument("--cache", help="TensorRT calibration cache (any version)")
     src.add_argument("--stats", help="histograms saved with --save-histograms (.npz)")
     p.add_argument("--algorithm", help="selector for --stats, e.g. entropy2, percentile:99.99")
-    p.add_argument(
-        "--share-scales",
-        metavar="RULES",
-        help=(
-            "with --stats: TensorRT's scale sharing, trt (default: the rules of the recorded "
-            "TensorRT version, as 'calibkit select' applies them), none, P or P,C "
-            "(docs/sharing.md); a cache already holds its shared scales"
-        ),
-    )
+    add_share_option(p, " of --stats (a cache already holds its shared scales)")
     p.add_argument(
         "--header-algorithm",
         choices=("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration"),
@@ -90,7 +83,8 @@ def _cmd_qdq(args: argparse.Namespace) -> int:
     if args.cache is not None:
         from ..cache.format import read_cache
 
-        given = [o for o in ("algorithm", "share_scales", "header_algorithm") if getattr(args, o)]
+        given = [o for o in ("algorithm", "header_algorithm") if getattr(args, o)]
+        given += ["share_scales"] if args.share_scales != "trt" else []
         if given:
             option = "--" + given[0].replace("_", "-")
             msg = f"{option} applies to --stats; a cache already holds its scales"
@@ -99,7 +93,7 @@ def _cmd_qdq(args: argparse.Namespace) -> int:
         scales, header, algorithm = cache.scales, cache_header(cache), cache.algorithm
         sharing = None
     else:
-        from ..pipeline import DEFAULT_SHARE_SCALES, scales_from_stats
+        from ..pipeline import scales_from_stats
 
         if args.algorithm is None:
             msg = "--stats needs --algorithm (e.g. entropy2)"
@@ -109,7 +103,7 @@ def _cmd_qdq(args: argparse.Namespace) -> int:
             selection = scales_from_stats(
                 args.stats,
                 args.algorithm,
-                share_scales=args.share_scales or DEFAULT_SHARE_SCALES,
+                share_scales=args.share_scales,
                 header_algorithm=args.header_algorithm,
             )
             algorithm = selection.header_algorithm

@@ -325,7 +325,7 @@ def calibrate_onnx(
         source_sha256=_sha256(path),
         algorithm=selector.spec,
         num_bins=num_bins,
-        trt_version=None if trt_version is None else _version_text(trt_version),
+        trt_version=trt_version,  # StatsSettings spells it major.minor.patch
         share_scales=share_scales,
         nan_policy=nan_policy,
         data=data.description,
@@ -352,10 +352,6 @@ def calibrate_onnx(
     return CalibrationResult(
         collector.histograms_, selection.amax, cache, settings, feed.ranges, seconds, selection
     )
-
-
-def _version_text(version) -> str:  # str or tuple, as parse_trt_version takes
-    return ".".join(map(str, parse_trt_version(version)))
 
 
 def _version_of(module: str) -> str | None:
