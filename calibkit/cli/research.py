@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from ..errors import CalibkitError
@@ -173,6 +174,8 @@ def _cmd_report(args) -> int:
     except ValueError as err:
         raise CalibkitError(str(err)) from err
     print(f"wrote {index} ({len(stats.histograms)} tensors)")
+    # the rules the report's numbers were computed with, as its compare.json records them
+    print(json.loads((index.parent / "compare.json").read_text())["sharing"])
     return 0
 
 
