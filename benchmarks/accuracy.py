@@ -39,11 +39,11 @@ from pathlib import Path
 
 import numpy as np
 
-from calibkit.onnx.calibrate import apply_sharing, calibrate_onnx
+from calibkit.onnx.calibrate import calibrate_onnx
 from calibkit.onnx.qdq import to_qdq
+from calibkit.pipeline import select_scales
 from calibkit.research.sensitivity import output_error, run_model
 from calibkit.scale import scale_from_amax
-from calibkit.selectors import compute_amax, make_selector
 
 ROOT = Path(__file__).resolve().parents[1]
 TRT_VERSION = "10.16"  # selects the scale-sharing rules (docs/sharing.md)
@@ -165,9 +165,14 @@ def run_task(name: str, args) -> dict:
     results: dict[str, dict] = {}
     for spec in args.algorithms:
         t1 = time.perf_counter()
-        amax = compute_amax(calibration.histograms, make_selector(spec))
-        # TensorRT's scale-sharing rules, as 'calibkit calibrate' and 'select' apply them
-        amax, _ = apply_sharing(amax, calibration.settings["graph"], TRT_VERSION, args.sharing)
+        # the scale pipeline of 'calibkit calibrate', 'select' and 'qdq --stats'
+        amax = select_scales(
+            calibration.histograms,
+            spec,
+            graph=calibration.settings.graph,
+            trt_version=TRT_VERSION,
+            share_scales=args.sharing,
+        ).tensor_amax
         key = tuple(sorted(amax.items()))
         if key in seen:
             rows.append({"algorithm": spec, **results[seen[key]], "note": f"= {seen[key]}"})

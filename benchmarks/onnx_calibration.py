@@ -154,7 +154,7 @@ def child_calibkit(model: Path, data: Path, batch_size: int, threads: int) -> di
         "total": total,
         **{k: v for k, v in result.seconds.items() if k != "total"},
         "tensors": len(result.amax),
-        "samples": result.settings["num_samples"],
+        "samples": result.settings.num_samples,
     }
 
 

@@ -18,12 +18,21 @@ from .errors import (
     MissingDependencyError,
     NonFiniteError,
     NotCollectedError,
+    SelectorError,
 )
 from .histogram import Histogram
-from .onnx.calibrate import CalibrationResult, calibrate_onnx, select_all, select_from_stats
+from .onnx.calibrate import CalibrationResult, calibrate_onnx
 from .onnx.qdq import QdqReport, to_qdq, write_qdq
 from .onnx.reverse import qdq_to_cache
 from .onnx.source import OnnxActivationSource
+from .pipeline import (
+    DEFAULT_SHARE_SCALES,
+    ScaleResult,
+    scales_from_stats,
+    select_all,
+    select_from_stats,
+    select_scales,
+)
 from .research.compare import Comparison, compare
 from .research.report import write_report
 from .research.sensitivity import output_error, sensitivity
@@ -35,12 +44,16 @@ from .selectors import (
     MinMaxSelector,
     MSESelector,
     PercentileSelector,
+    Selector,
+    as_selector,
     compute_amax,
+    header_algorithm,
     make_selector,
 )
-from .stats import Stats, load_stats, save_stats
+from .stats import Stats, StatsFormatError, StatsSettings, load_stats, save_stats
 
 __all__ = [
+    "DEFAULT_SHARE_SCALES",
     "CacheFormatError",
     "CalibkitError",
     "CalibrationCache",
@@ -62,12 +75,19 @@ __all__ = [
     "OnnxActivationSource",
     "PercentileSelector",
     "QdqReport",
+    "ScaleResult",
+    "Selector",
+    "SelectorError",
     "Stats",
+    "StatsFormatError",
+    "StatsSettings",
     "__version__",
     "amax_from_scale",
+    "as_selector",
     "calibrate_onnx",
     "compare",
     "compute_amax",
+    "header_algorithm",
     "load_stats",
     "make_selector",
     "open_data",
@@ -79,8 +99,10 @@ __all__ = [
     "samples_from_recorded",
     "save_stats",
     "scale_from_amax",
+    "scales_from_stats",
     "select_all",
     "select_from_stats",
+    "select_scales",
     "sensitivity",
     "stability",
     "to_qdq",

@@ -14,6 +14,7 @@ __all__ = [
     "ModelFormatError",
     "NonFiniteError",
     "NotCollectedError",
+    "SelectorError",
 ]
 
 
@@ -43,3 +44,7 @@ class MissingDependencyError(CalibkitError, ImportError):
 
 class ModelFormatError(CalibkitError, ValueError):
     """A file given as an ONNX model is not one (truncated, another format, unreadable)."""
+
+
+class SelectorError(CalibkitError, ValueError):
+    """A selector spec, or one of a selector's parameters, is invalid."""

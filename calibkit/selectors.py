@@ -3,31 +3,102 @@
 One class per method, each holding only its own parameters; ``select`` is a pure function of
 the histogram. ``make_selector("entropy2")`` builds one from the spec strings the command line
 takes. The TensorRT algorithms and the evidence behind each choice are in docs/algorithms.md.
+
+Any object that satisfies the :class:`Selector` protocol (a ``spec`` string and a
+``select(histogram) -> amax`` method) is accepted wherever a spec string is; :func:`as_selector`
+turns either into a selector. The cache header's algorithm word follows the TensorRT calibrator
+a selector emulates (its ``trt_algorithm``), never its class: :func:`header_algorithm`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
 from . import _kernels as _impl
+from .errors import SelectorError
 from .histogram import Histogram
 
 __all__ = [
+    "ALIASES",
+    "DEFAULT_HEADER_ALGORITHM",
     "ENTROPY_PRESETS",
     "EntropySelector",
+    "HeaderAlgorithmWarning",
     "LegacySelector",
     "MSESelector",
     "MinMaxSelector",
     "PercentileSelector",
+    "Selector",
+    "SelectorError",
+    "as_selector",
     "compute_amax",
+    "header_algorithm",
     "make_selector",
 ]
+
+#: Header words of the TensorRT calibrators (``TRT-<version>-<word>``); legacy caches differ.
+TRT_CALIBRATORS = (
+    "EntropyCalibration2",
+    "EntropyCalibration",
+    "MinMaxCalibration",
+    "LegacyCalibration",
+)
+
+#: The header word of a scale that no TensorRT calibrator computes (percentile, MSE, your own):
+#: IInt8Calibrator's default algorithm and trtexec's calibrator, the class most deployments pass.
+DEFAULT_HEADER_ALGORITHM = "EntropyCalibration2"
+
+
+@runtime_checkable
+class Selector(Protocol):
+    """What calibkit needs of a selector: accepted wherever an algorithm spec string is.
+
+    Attributes
+    ----------
+    spec : str
+        A short name recorded in outputs (statistics, reports, Q/DQ metadata), e.g.
+        ``"percentile:99.99"`` or ``"my-rule"``.
+
+    Methods
+    -------
+    select(hist) -> float
+        The clipping threshold amax (>= 0, inf allowed) for one :class:`Histogram`; a pure
+        function of the histogram (calibkit may call it for tensors in any order).
+
+    Optionally a selector has ``trt_algorithm``: the header word of the TensorRT calibrator it
+    emulates (one of ``TRT_CALIBRATORS``), or None when no TensorRT calibrator computes its
+    scales; see :func:`header_algorithm`.
+
+    Examples
+    --------
+    >>> class Half:
+    ...     spec = "half-max"
+    ...     def select(self, hist):
+    ...         return hist.max_abs / 2
+    >>> isinstance(Half(), Selector)
+    True
+    """
+
+    @property
+    def spec(self) -> str:
+        """Short name recorded in outputs."""
+        ...
+
+    def select(self, hist: Histogram) -> float:
+        """Return amax for `hist`."""
+        ...
+
+
+class HeaderAlgorithmWarning(UserWarning):
+    """A cache header names a calibrator that did not compute its scales (calibkit's default)."""
+
 
 _OFFSETS = {"center": 0.5, "edge": 0.0, "last-center": -0.5}
 _GROUPINGS = {
@@ -40,7 +111,22 @@ _GROUPINGS = {
 def _choice(name: str, value: str, allowed) -> None:
     if value not in allowed:
         msg = f"{name} must be one of {sorted(allowed)}, got {value!r}"
-        raise ValueError(msg)
+        raise SelectorError(msg)
+
+
+def _check_int(name: str, value, low: int) -> None:
+    """Every integer parameter: an int (not a bool) >= low; the one wording for all selectors."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        msg = f"{name} must be an integer >= {low}, got {value!r}"
+        raise SelectorError(msg)
+
+
+def _check_fraction(name: str, value, high: float) -> None:
+    """Every real parameter in (0, high]; no clamping, NaN and non-numbers refused."""
+    number = isinstance(value, int | float | np.floating) and not isinstance(value, bool)
+    if not number or not 0 < value <= high:
+        msg = f"{name} must be a number in (0, {high:g}], got {value!r}"
+        raise SelectorError(msg)
 
 
 def _pick(d: np.ndarray, ties: str) -> int:
@@ -120,17 +206,16 @@ class EntropySelector:
     precision: str = "float64"
 
     def __post_init__(self) -> None:
-        if self.version not in (1, 2):
+        if self.version not in (1, 2) or isinstance(self.version, bool):
             msg = f"version must be 1 or 2, got {self.version!r}"
-            raise ValueError(msg)
+            raise SelectorError(msg)
         for name in ("num_quant_bins", "start_bin", "stride"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                msg = f"{name} must be a positive int, got {value!r}"
-                raise ValueError(msg)
+            _check_int(name, getattr(self, name), 1)
         if self.start_bin < self.num_quant_bins:
-            msg = f"start_bin ({self.start_bin}) must be >= num_quant_bins ({self.num_quant_bins})"
-            raise ValueError(msg)
+            msg = (
+                f"start_bin must be >= num_quant_bins ({self.num_quant_bins}), got {self.start_bin}"
+            )
+            raise SelectorError(msg)
         _choice("grouping", self.grouping, _GROUPINGS)
         _choice("spread", self.spread, {"nonzero", "all"})
         _choice("normalization", self.normalization, {"total", "separate"})
@@ -138,9 +223,10 @@ class EntropySelector:
         _choice("ties", self.ties, {"first", "last"})
         _choice("threshold", self.threshold, set(_OFFSETS))
         _choice("precision", self.precision, {"float64", "float32"})
-        if not (math.isfinite(self.smoothing) and 0 <= self.smoothing < 1):
-            msg = f"smoothing must be in [0, 1), got {self.smoothing!r}"
-            raise ValueError(msg)
+        number = isinstance(self.smoothing, int | float) and not isinstance(self.smoothing, bool)
+        if not (number and math.isfinite(self.smoothing) and 0 <= self.smoothing < 1):
+            msg = f"smoothing must be a number in [0, 1), got {self.smoothing!r}"
+            raise SelectorError(msg)
 
     @property
     def trt_algorithm(self) -> str:
@@ -164,7 +250,7 @@ class EntropySelector:
         nb = hist.num_bins
         if self.start_bin > nb:
             msg = f"start_bin ({self.start_bin}) exceeds the histogram's {nb} bins"
-            raise ValueError(msg)
+            raise SelectorError(msg)
         counts = hist.counts.copy()  # never mutate the caller's histogram
         if self.first_bin == "zero":
             counts[0] = 0
@@ -270,12 +356,10 @@ class PercentileSelector:
     """
 
     percentile: float = 99.99
-    trt_algorithm: ClassVar[str] = "EntropyCalibration2"
+    trt_algorithm: ClassVar[str | None] = None  # no TensorRT calibrator: see header_algorithm
 
     def __post_init__(self) -> None:
-        if not (0 < self.percentile <= 100):
-            msg = f"percentile must be in (0, 100], got {self.percentile!r}"
-            raise ValueError(msg)
+        _check_fraction("percentile", self.percentile, 100)
 
     @property
     def spec(self) -> str:
@@ -310,10 +394,7 @@ class LegacySelector:
 
     def __post_init__(self) -> None:
         for name in ("quantile", "regression_cutoff"):
-            value = getattr(self, name)
-            if not (0 < value <= 1):
-                msg = f"{name} must be in (0, 1], got {value!r}"
-                raise ValueError(msg)
+            _check_fraction(name, getattr(self, name), 1)
 
     @property
     def spec(self) -> str:
@@ -336,15 +417,10 @@ class MSESelector:
     """
 
     start_bin: int = 128
-    trt_algorithm: ClassVar[str] = "EntropyCalibration2"
+    trt_algorithm: ClassVar[str | None] = None  # no TensorRT calibrator: see header_algorithm
 
     def __post_init__(self) -> None:
-        if isinstance(self.start_bin, bool) or not isinstance(self.start_bin, int):
-            msg = f"start_bin must be an int, got {self.start_bin!r}"
-            raise TypeError(msg)
-        if self.start_bin < 1:
-            msg = f"start_bin must be >= 1, got {self.start_bin!r}"
-            raise ValueError(msg)
+        _check_int("start_bin", self.start_bin, 1)
 
     @property
     def spec(self) -> str:
@@ -353,8 +429,10 @@ class MSESelector:
 
     def errors(self, hist: Histogram) -> np.ndarray:
         """Return the expected squared error sum per candidate i (inf outside the candidates)."""
-        start = min(self.start_bin, hist.num_bins)
-        return _impl.mse_sweep(hist.counts, hist.upper, start, hist.num_bins)
+        if self.start_bin > hist.num_bins:  # as the entropy search: an error, not a clamp
+            msg = f"start_bin ({self.start_bin}) exceeds the histogram's {hist.num_bins} bins"
+            raise SelectorError(msg)
+        return _impl.mse_sweep(hist.counts, hist.upper, self.start_bin, hist.num_bins)
 
     def select(self, hist: Histogram) -> float:
         """Return amax for `hist`."""
@@ -366,7 +444,7 @@ class MSESelector:
         return (i + 0.5) * hist.upper / hist.num_bins
 
 
-def _parse_options(text: str, spec: str) -> dict:
+def _parse_options(text: str) -> dict:
     """``"pytorch,ties=first"`` -> the options of an entropy preset plus overrides."""
     out: dict = {}
     fields = {f.name: f.type for f in dataclasses.fields(EntropySelector) if f.name != "version"}
@@ -374,22 +452,41 @@ def _parse_options(text: str, spec: str) -> dict:
         if "=" not in item:
             if item not in ENTROPY_PRESETS:
                 presets = sorted(ENTROPY_PRESETS)
-                msg = f"unknown entropy preset {item!r} in {spec!r}; choose one of {presets}"
-                raise ValueError(msg)
+                msg = f"unknown entropy preset {item!r}; choose one of {presets}"
+                raise SelectorError(msg)
             out.update(ENTROPY_PRESETS[item])
             continue
         key, value = (s.strip() for s in item.split("=", 1))
         key = key.replace("-", "_")
         if key not in fields:
-            msg = f"unknown entropy option {key!r} in {spec!r}; options are {sorted(fields)}"
-            raise ValueError(msg)
-        if fields[key] == "int":
-            out[key] = int(value)
-        elif fields[key] == "float":
-            out[key] = float(value)
-        else:
-            out[key] = value
+            msg = f"unknown entropy option {key!r}; options are {sorted(fields)}"
+            raise SelectorError(msg)
+        out[key] = _number(key, value, fields[key]) if fields[key] in ("int", "float") else value
     return out
+
+
+def _number(name: str, text: str, kind: str) -> int | float:
+    """Parse one number of a spec: ``kind`` is ``"int"`` or ``"float"``."""
+    try:
+        return int(text) if kind == "int" else float(text)
+    except ValueError:
+        what = "an integer" if kind == "int" else "a number"
+        msg = f"{name} must be {what}, got {text!r}"
+        raise SelectorError(msg) from None
+
+
+#: Other spellings of the algorithms, as TensorRT (header words), onnxruntime
+#: (``CalibrationMethod``) and ModelOpt write them. calibkit's ``entropy`` is TensorRT's
+#: EntropyCalibration (v1), not onnxruntime's ``Entropy`` method, whose KL search is
+#: ``entropy2:mxnet`` on an |x| histogram (docs/algorithms.md).
+ALIASES = {
+    "max": "minmax",
+    "MinMax": "minmax",
+    "MinMaxCalibration": "minmax",
+    "EntropyCalibration2": "entropy2",
+    "EntropyCalibration": "entropy",
+    "LegacyCalibration": "legacy",
+}
 
 
 def make_selector(spec: str):
@@ -398,7 +495,14 @@ def make_selector(spec: str):
     Specs: ``entropy2``, ``entropy`` (each optionally ``:preset`` and/or ``:key=value,...``,
     e.g. ``entropy2:pytorch`` or ``entropy2:grouping=floor,ties=last``), ``minmax``,
     ``percentile:99.99``, ``legacy:<quantile>:<regression_cutoff>`` (``legacy`` alone is
-    0.9999 and 1.0), ``mse`` or ``mse:<start_bin>``.
+    0.9999 and 1.0), ``mse`` or ``mse:<start_bin>``; the names of :data:`ALIASES` too.
+
+    Raises
+    ------
+    SelectorError
+        For an unknown name or a bad parameter: ``bad algorithm spec '<spec>': <why>``.
+    TypeError
+        If `spec` is not a string.
 
     Examples
     --------
@@ -406,37 +510,111 @@ def make_selector(spec: str):
     'percentile:99.9'
     >>> make_selector("entropy2:pytorch").ties
     'last'
+    >>> make_selector("MinMaxCalibration").spec
+    'minmax'
     """
     if not isinstance(spec, str):
         msg = f"an algorithm spec must be a string, got {type(spec).__name__}"
         raise TypeError(msg)
     name, _, rest = spec.strip().partition(":")
+    name = ALIASES.get(name, name)
     try:
-        if name in ("entropy2", "entropy"):
-            options = _parse_options(rest, spec)
-            return EntropySelector(version=2 if name == "entropy2" else 1, **options)
-        if name == "minmax" and not rest:
-            return MinMaxSelector()
-        if name == "percentile":
-            return PercentileSelector(float(rest)) if rest else PercentileSelector()
-        parts = rest.split(":") if rest else []
-        if name == "legacy" and len(parts) <= 2:
-            return LegacySelector(*(float(p) for p in parts))
-        if name == "mse":
-            return MSESelector(int(rest)) if rest else MSESelector()
-    except (TypeError, ValueError) as err:
+        return _build(name, rest)
+    except SelectorError as err:
         msg = f"bad algorithm spec {spec!r}: {err}"
-        raise ValueError(msg) from err
+        raise SelectorError(msg) from None
+
+
+def _build(name: str, rest: str):
+    if name in ("entropy2", "entropy"):
+        return EntropySelector(version=2 if name == "entropy2" else 1, **_parse_options(rest))
+    if name == "minmax":
+        if rest:
+            msg = "minmax takes no parameters"
+            raise SelectorError(msg)
+        return MinMaxSelector()
+    if name == "percentile":
+        return (
+            PercentileSelector(_number("percentile", rest, "float"))
+            if rest
+            else (PercentileSelector())
+        )
     if name == "legacy":
-        msg = f"bad algorithm spec {spec!r}: expected legacy:<quantile>:<cutoff>"
-        raise ValueError(msg)
+        parts = rest.split(":") if rest else []
+        if len(parts) > 2:
+            msg = "expected legacy:<quantile>:<cutoff>"
+            raise SelectorError(msg)
+        names = ("quantile", "regression_cutoff")
+        return LegacySelector(*(_number(n, p, "float") for n, p in zip(names, parts, strict=False)))
+    if name == "mse":
+        return MSESelector(_number("start_bin", rest, "int")) if rest else MSESelector()
     msg = (
-        f"unknown algorithm {spec!r}; choose one of entropy2, entropy, minmax, "
-        "percentile:<p>, legacy:<quantile>:<cutoff>, mse"
+        f"unknown algorithm {name!r}; choose one of entropy2, entropy, minmax, "
+        "percentile:<p>, legacy:<quantile>:<cutoff>, mse (or an alias: "
+        + ", ".join(sorted(ALIASES))
+        + ")"
     )
-    raise ValueError(msg)
+    raise SelectorError(msg)
+
+
+def as_selector(algorithm) -> Selector:
+    """Return `algorithm` as a selector: a spec string via :func:`make_selector`, or the object.
+
+    Raises
+    ------
+    TypeError
+        If `algorithm` is neither a string nor an object with a ``spec`` string and a callable
+        ``select`` (the :class:`Selector` protocol).
+    """
+    if isinstance(algorithm, str):
+        return make_selector(algorithm)
+    if isinstance(algorithm, Selector) and isinstance(algorithm.spec, str):
+        return algorithm
+    msg = (
+        "an algorithm must be a spec string such as 'entropy2' or an object with a 'spec' "
+        f"string and a select(histogram) method, got {type(algorithm).__name__}"
+    )
+    raise TypeError(msg)
+
+
+def header_algorithm(selector: Selector, override: str | None = None, *, warn: bool = True) -> str:
+    """Return the cache header's algorithm word for scales chosen by `selector`.
+
+    TensorRT accepts a cache only under the calibrator class whose algorithm the header names
+    (TRT_CALIBRATION.md §5.5), so the word says which calibrator the cache stands in for, not
+    which rule chose the scales. A selector that emulates a TensorRT calibrator
+    (``trt_algorithm``: entropy2, entropy, minmax, legacy) gives its word; `override` may name
+    another. A selector that emulates none (percentile, mse, your own) gets `override`, or
+    :data:`DEFAULT_HEADER_ALGORITHM` with a :class:`HeaderAlgorithmWarning` (unless `warn` is
+    False).
+
+    Raises
+    ------
+    SelectorError
+        If `override` is not a TensorRT calibrator word.
+    """
+    if override is not None:
+        if override not in TRT_CALIBRATORS:
+            msg = f"header algorithm must be one of {list(TRT_CALIBRATORS)}, got {override!r}"
+            raise SelectorError(msg)
+        return override
+    word = getattr(selector, "trt_algorithm", None)
+    if word in TRT_CALIBRATORS:
+        return word
+    msg = (
+        f"{selector.spec} is not a TensorRT calibrator; the cache header says "
+        f"{DEFAULT_HEADER_ALGORITHM} (deploy it with IInt8EntropyCalibrator2, or name the "
+        "calibrator: --header-algorithm / header_algorithm=)"
+    )
+    if warn:
+        warnings.warn(msg, HeaderAlgorithmWarning, stacklevel=2)
+    return DEFAULT_HEADER_ALGORITHM
 
 
 def compute_amax(histograms: Mapping[str, Histogram], selector) -> dict[str, float]:
-    """Apply `selector` to every histogram; returns ``{name: amax}`` in the same order."""
+    """Apply `selector` (a :class:`Selector` or a spec) to every histogram; ``{name: amax}``.
+
+    The order of `histograms` is kept.
+    """
+    selector = as_selector(selector)
     return {name: float(selector.select(h)) for name, h in histograms.items()}

@@ -67,7 +67,7 @@ def test_calibrate_onnx_uses_only_the_calibration_shape(relu_model, tmp_path, rn
         calibration_shapes={"x": (2, 3)},
     )
     assert result.histograms["x"].max_abs == float(np.abs(x[:2]).max())
-    assert result.settings["calibration_shapes"] == {"x": [2, 3]}
+    assert result.settings.calibration_shapes == {"x": (2, 3)}
 
 
 def test_cli_option(relu_model, tmp_path, rng):

@@ -66,7 +66,7 @@ def test_save_histograms_then_select(example, tmp_path):
     argv = ["calibrate", str(example / "activations.npz"), "--trt-version", "7.0.0"]
     assert main([*argv, "-o", str(out), "--save-histograms", str(stats)]) == 0
     loaded = ck.load_stats(stats)
-    assert loaded.settings["num_batches"] == 10
+    assert loaded.settings.num_batches == 10
     again = tmp_path / "again.cache"
     assert main(["select", str(stats), "-a", "entropy2", "-o", str(again)]) == 0
     assert again.read_bytes() == out.read_bytes()

@@ -114,16 +114,22 @@ def test_duplicate_specs_collapse_and_errors(histograms):
 
 
 def test_share_moves_amax_before_the_metrics(histograms):
-    def share(amax):
-        return {name: amax["gauss"] for name in amax}  # everyone takes gauss's amax
+    from calibkit.onnx.graph import Graph, Node
 
+    # relu and heavy are pooling outputs of gauss: rule P gives them gauss's amax
+    graph = Graph(
+        (Node("MaxPool", ("gauss",), ("relu",)), Node("MaxPool", ("relu",), ("heavy",))),
+        ("gauss",),
+    )
     own = compare(histograms, ["minmax"]).by_tensor()
-    shared = compare(histograms, ["minmax"], share=share).by_tensor()
+    shared = compare(histograms, ["minmax"], graph=graph, trt_version="10.16")
+    assert "rule P moved 2 tensor(s)" in shared.sharing
     for name, hist in histograms.items():
-        m = shared[name]["minmax"]
+        m = shared.by_tensor()[name]["minmax"]
         assert m.amax == own["gauss"]["minmax"].amax
         assert m.ratio == pytest.approx(m.amax / hist.max_abs)
-        assert (m.clipped, m.mse, m.sqnr_db) == quantization_error(hist, m.amax)
+    unshared = compare(histograms, ["minmax"], graph=graph, share_scales="none").by_tensor()
+    assert unshared == own
 
 
 def test_csv_json_and_tables(histograms, tmp_path):

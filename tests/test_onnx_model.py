@@ -270,7 +270,7 @@ def test_paddle_dynamic_batch_calibrates_every_sample(tmp_path, rng, batch_dim):
     result = calibrate_onnx(
         path, tmp_path / "calib.npz", algorithm="minmax", trt_version="10.16", batch_size=8
     )
-    assert result.settings["num_samples"] == 24 and result.settings["num_batches"] == 3
+    assert result.settings.num_samples == 24 and result.settings.num_batches == 3
     assert result.amax["x"] == float(np.abs(x).max())
     assert result.amax["y"] == float(np.max(2 * np.maximum(x, 0)))
 

@@ -17,7 +17,7 @@ def test_round_trip(tmp_path, rng):
     loaded = ck.load_stats(path)
     assert loaded.histograms == c.histograms_
     assert list(loaded.histograms) == ["a/b: c", "z"]
-    assert loaded.settings == {"algorithm": "entropy2"}
+    assert loaded.settings == ck.StatsSettings(algorithm="entropy2")
     assert loaded.calibkit_version == ck.__version__
     assert is_stats_file(path)
 
@@ -56,7 +56,9 @@ def test_mixed_bin_counts_refused(tmp_path):
         ck.save_stats(tmp_path / "s.npz", {"a": ck.Histogram(8), "b": ck.Histogram(16)})
 
 
-def test_settings_must_be_json(tmp_path):
-    with pytest.raises(ValueError, match="JSON"):
+def test_settings_must_fit_the_schema(tmp_path):
+    with pytest.raises(StatsFormatError, match=r"settings: unknown field\(s\) \['x'\]"):
         ck.save_stats(tmp_path / "s.npz", {}, settings={"x": object()})
+    with pytest.raises(StatsFormatError, match=r"settings\.num_bins: expected an integer"):
+        ck.save_stats(tmp_path / "s.npz", {}, settings={"num_bins": "2048"})
     assert not (tmp_path / "s.npz").exists()

@@ -5,8 +5,49 @@ from __future__ import annotations
 import logging
 
 from ..errors import CalibkitError
+from ._warnings import shown_warnings
 
 logger = logging.getLogger(__name__)
+
+_ALGORITHM_HELP = (
+    "entropy2 (default), entropy, minmax, percentile:<p>, legacy:<quantile>:<cutoff>, mse; "
+    "entropy variants as entropy2:<preset or key=value,...>; aliases as TensorRT and "
+    "onnxruntime spell them: EntropyCalibration2, EntropyCalibration, MinMaxCalibration, "
+    "MinMax, max, LegacyCalibration (docs/algorithms.md)"
+)
+
+
+def add_share_option(p, what: str = "") -> None:
+    """``--share-scales``, with its one default, for every command that makes scales."""
+    p.add_argument(
+        "--share-scales",
+        default="trt",
+        metavar="RULES",
+        help=(
+            f"TensorRT's scale sharing{what}: trt (default: the rules of the target TensorRT "
+            "version; pooling outputs take their input's scale, and up to 8.0 Concat inputs "
+            "the output's; needs the graph an ONNX calibration records), none, P or P,C "
+            "(docs/sharing.md)"
+        ),
+    )
+
+
+def add_header_option(p) -> None:
+    """``--header-algorithm``: the TensorRT calibrator a cache is for."""
+    p.add_argument(
+        "--header-algorithm",
+        choices=(
+            "EntropyCalibration2",
+            "EntropyCalibration",
+            "MinMaxCalibration",
+            "LegacyCalibration",
+        ),
+        help=(
+            "cache header word: the TensorRT calibrator class the cache is deployed with "
+            "(default: the one the algorithm emulates; percentile, mse: EntropyCalibration2, "
+            "with a warning; docs/algorithms.md)"
+        ),
+    )
 
 
 def _add_calibrate(sub) -> None:
@@ -20,15 +61,7 @@ def _add_calibrate(sub) -> None:
         ),
     )
     p.add_argument("source", metavar="SOURCE", help="activations .npz, or MODEL.onnx")
-    p.add_argument(
-        "-a",
-        "--algorithm",
-        default="entropy2",
-        help=(
-            "entropy2 (default), entropy, minmax, percentile:<p>, legacy:<quantile>:<cutoff>, "
-            "mse; entropy variants as entropy2:<preset or key=value,...>"
-        ),
-    )
+    p.add_argument("-a", "--algorithm", default="entropy2", help=_ALGORITHM_HELP)
     p.add_argument(
         "--trt-version",
         required=True,
@@ -52,6 +85,8 @@ def _add_calibrate(sub) -> None:
         default="raise",
         help="NaN in an activation: stop with an error (default) or count and skip it",
     )
+    add_share_option(p)
+    add_header_option(p)
     _CALIBRATE_EXTENSIONS.append(p)
     p.set_defaults(func=_cmd_calibrate)
 
@@ -67,9 +102,9 @@ def _cmd_calibrate(args) -> int:
     from ..cache.format import write_cache
     from ..collect import HistogramCollector
     from ..data.activations import iter_recorded_batches
-    from ..onnx.calibrate import cache_from_amax, default_stats_path
-    from ..selectors import compute_amax, make_selector
-    from ..stats import is_stats_file, save_stats
+    from ..pipeline import check_cache_header, check_share_scales, select_scales
+    from ..selectors import make_selector
+    from ..stats import StatsSettings, default_stats_path, is_stats_file, save_stats
 
     suffix = Path(args.source).suffix.lower()
     if suffix in _CALIBRATE_HANDLERS:
@@ -83,12 +118,21 @@ def _cmd_calibrate(args) -> int:
         raise CalibkitError(msg)
     try:  # bad arguments or data become one error line
         selector = make_selector(args.algorithm)
-        cache_from_amax({}, selector, args.trt_version)  # check the header before the work
+        check_share_scales(args.share_scales)
+        check_cache_header(selector, args.trt_version, args.header_algorithm)  # before the work
         collector = HistogramCollector(args.num_bins, nan_policy=args.nan)
         for batch in iter_recorded_batches(args.source):
             collector.update(batch)
-        amax = compute_amax(collector.histograms_, selector)
-        cache = cache_from_amax(amax, selector, args.trt_version)
+        with shown_warnings("calibrate"):
+            # recorded activations carry no graph: the sharing rules have nothing to act on
+            selection = select_scales(
+                collector.histograms_,
+                selector,
+                trt_version=args.trt_version,
+                share_scales=args.share_scales,
+                header_algorithm=args.header_algorithm,
+            )
+            cache = selection.cache()
     except (ValueError, TypeError) as err:
         if isinstance(err, CalibkitError):
             raise
@@ -97,19 +141,23 @@ def _cmd_calibrate(args) -> int:
     stats = None
     if not getattr(args, "no_save_histograms", False):
         stats = args.save_histograms or default_stats_path(args.output)
-        settings = {
-            "source": str(args.source),
-            "algorithm": selector.spec,
-            "trt_version": args.trt_version,
-            "num_bins": args.num_bins,
-            "num_batches": collector.n_batches_,
-        }
+        settings = StatsSettings(
+            source_kind="activations",
+            source=str(args.source),
+            algorithm=selector.spec,
+            num_bins=args.num_bins,
+            trt_version=args.trt_version,
+            share_scales=args.share_scales,
+            nan_policy=args.nan,
+            num_batches=collector.n_batches_,
+        )
         save_stats(stats, collector.histograms_, settings=settings)
     print(
-        f"{args.output}: {len(amax)} tensors from {collector.n_batches_} batches "
+        f"{args.output}: {len(selection.amax)} tensors from {collector.n_batches_} batches "
         f"({selector.spec}, {cache.to_bytes().splitlines()[0].decode()})"
         + (f"; statistics in {stats}" if stats else "")
     )
+    print(selection.describe_sharing())
     return 0
 
 
@@ -176,16 +224,6 @@ def _add_calibrate_onnx(sub) -> None:
         help=(
             "feed input NAME at this shape, as TensorRT does with dynamic shapes (it reads the "
             "calibration profile's opt shape from the start of each batch); repeatable"
-        ),
-    )
-    g.add_argument(
-        "--share-scales",
-        default="trt",
-        metavar="RULES",
-        help=(
-            "TensorRT's scale sharing: trt (default: the rules of --trt-version; pooling outputs "
-            "take their input's scale, and up to 8.0 Concat inputs the output's), none, P or "
-            "P,C (docs/sharing.md)"
         ),
     )
     g.add_argument(
@@ -259,30 +297,32 @@ def _cmd_calibrate_onnx(args) -> int:
         if path and not Path(path).resolve().parent.is_dir():  # fail now, not after the run
             msg = f"cannot write {path}: folder {Path(path).parent} does not exist"
             raise CalibkitError(msg)
-    try:
-        result = calibrate_onnx(
-            args.source,
-            args.data,
-            algorithm=args.algorithm,
-            trt_version=args.trt_version,
-            num_bins=args.num_bins,
-            batch_size=args.batch_size,
-            max_samples=args.max_samples,
-            shuffle=args.shuffle,
-            seed=args.seed,
-            preprocess=_preprocess_from_args(args),
-            tensors=args.tensors,
-            nan_policy=args.nan,
-            max_tensors_per_run=args.max_tensors_per_run,
-            optimization=args.optimization,
-            num_threads=args.threads,
-            progress=not args.no_progress,
-            share_scales=args.share_scales,
-            calibration_shapes=dict(parse_shape(s) for s in args.calibration_shape),
-            names=args.names,
-        )
-    except ValueError as err:  # bad arguments and data become one error line
-        raise CalibkitError(str(err)) from err
+    with shown_warnings("calibrate"):
+        try:
+            result = calibrate_onnx(
+                args.source,
+                args.data,
+                algorithm=args.algorithm,
+                trt_version=args.trt_version,
+                num_bins=args.num_bins,
+                batch_size=args.batch_size,
+                max_samples=args.max_samples,
+                shuffle=args.shuffle,
+                seed=args.seed,
+                preprocess=_preprocess_from_args(args),
+                tensors=args.tensors,
+                nan_policy=args.nan,
+                max_tensors_per_run=args.max_tensors_per_run,
+                optimization=args.optimization,
+                num_threads=args.threads,
+                progress=not args.no_progress,
+                share_scales=args.share_scales,
+                calibration_shapes=dict(parse_shape(s) for s in args.calibration_shape),
+                names=args.names,
+                header_algorithm=args.header_algorithm,
+            )
+        except ValueError as err:  # bad arguments and data become one error line
+            raise CalibkitError(str(err)) from err
     stats = result.write(
         args.output, args.save_histograms, save_stats_file=not args.no_save_histograms
     )
@@ -310,14 +350,7 @@ def _add_select(sub) -> None:
         ),
     )
     p.add_argument("stats", metavar="STATS.npz", help="statistics written by calibkit calibrate")
-    p.add_argument(
-        "-a",
-        "--algorithm",
-        help=(
-            "entropy2, entropy, minmax, percentile:<p>, legacy:<quantile>:<cutoff>, mse "
-            "(entropy variants as entropy2:<preset or key=value,...>)"
-        ),
-    )
+    p.add_argument("-a", "--algorithm", help=_ALGORITHM_HELP.replace(" (default)", ""))
     p.add_argument(
         "--all", action="store_true", help="write one cache per algorithm into the -o folder"
     )
@@ -325,44 +358,44 @@ def _add_select(sub) -> None:
         "--trt-version", help="TensorRT version for the header (default: the recorded one)"
     )
     p.add_argument("-o", "--output", required=True, help="cache file (a folder with --all)")
-    p.add_argument(
-        "--share-scales",
-        metavar="RULES",
-        help="trt, none, P or P,C (default: as recorded by calibrate; docs/sharing.md)",
-    )
+    add_share_option(p)
+    add_header_option(p)
     p.set_defaults(func=_cmd_select)
 
 
 def _cmd_select(args) -> int:
     """Recompute a cache with another algorithm from saved statistics (no model run)."""
     from ..cache.format import write_cache
-    from ..onnx.calibrate import select_all, select_from_stats
+    from ..pipeline import scales_from_stats, select_all
+    from ..stats import load_stats
 
     if args.all == bool(args.algorithm):
         msg = "give either --algorithm SPEC (one cache) or --all (one cache per algorithm)"
         raise CalibkitError(msg)
-    try:
-        if args.all:
-            written = select_all(
-                args.stats,
-                args.output,
-                trt_version=args.trt_version,
-                share_scales=args.share_scales,
-            )
-            for spec, path in written.items():
-                print(f"{spec:20s} {path}")
-            return 0
-        cache = select_from_stats(
-            args.stats,
-            args.algorithm,
-            trt_version=args.trt_version,
-            share_scales=args.share_scales,
-        )
-    except ValueError as err:
-        raise CalibkitError(str(err)) from err
-    write_cache(args.output, cache)
-    header = cache.to_bytes().split(b"\n", 1)[0].decode()
-    print(f"wrote {args.output}: {len(cache.scales)} tensors ({header})")
+    stats = load_stats(args.stats)
+    options = {
+        "trt_version": args.trt_version,
+        "share_scales": args.share_scales,
+        "header_algorithm": args.header_algorithm,
+    }
+    with shown_warnings("select"):
+        try:
+            if args.all:
+                for spec, path in select_all(stats, args.output, **options).items():
+                    print(f"{spec:20s} {path}")
+                # the rules move the same tensors whatever the algorithm: say it once
+                result = scales_from_stats(stats, "minmax", **options)
+            else:
+                result = scales_from_stats(stats, args.algorithm, **options)
+                cache = result.cache()
+                write_cache(args.output, cache)
+                header = cache.to_bytes().split(b"\n", 1)[0].decode()
+                print(f"wrote {args.output}: {len(cache.scales)} tensors ({header})")
+        except ValueError as err:
+            if isinstance(err, CalibkitError):
+                raise
+            raise CalibkitError(str(err)) from err
+    print(result.describe_sharing())
     return 0
 
 

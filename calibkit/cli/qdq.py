@@ -7,6 +7,8 @@ import logging
 import sys
 
 from ..errors import CalibkitError
+from ._warnings import with_warnings_shown
+from .calibrate import add_share_option
 
 logger = logging.getLogger(__name__)
 
@@ -23,6 +25,15 @@ def _add_qdq(sub) -> None:
     src.add_argument("--cache", help="TensorRT calibration cache (any version)")
     src.add_argument("--stats", help="histograms saved with --save-histograms (.npz)")
     p.add_argument("--algorithm", help="selector for --stats, e.g. entropy2, percentile:99.99")
+    add_share_option(p, " of --stats (a cache already holds its shared scales)")
+    p.add_argument(
+        "--header-algorithm",
+        choices=("EntropyCalibration2", "EntropyCalibration", "MinMaxCalibration"),
+        help=(
+            "with --stats: the TensorRT calibrator recorded in the model's metadata for "
+            "qdq-to-cache (default: the one the algorithm emulates, else EntropyCalibration2)"
+        ),
+    )
     p.add_argument("-o", "--output", required=True, help="Q/DQ model to write")
     p.add_argument("--exclude-nodes", metavar="REGEX", help="keep nodes whose name matches float")
     p.add_argument(
@@ -64,6 +75,7 @@ def _add_qdq(sub) -> None:
     r.set_defaults(func=_cmd_qdq_to_cache)
 
 
+@with_warnings_shown("qdq")
 def _cmd_qdq(args: argparse.Namespace) -> int:
     """Write a Q/DQ ONNX model from a TensorRT cache or saved histograms."""
     from ..onnx.qdq import DEFAULT_OP_TYPES, cache_header, shift_numeric_names, write_qdq
@@ -71,26 +83,36 @@ def _cmd_qdq(args: argparse.Namespace) -> int:
     if args.cache is not None:
         from ..cache.format import read_cache
 
-        if args.algorithm is not None:
-            msg = "--algorithm applies to --stats; a cache already holds its scales"
+        given = [o for o in ("algorithm", "header_algorithm") if getattr(args, o)]
+        given += ["share_scales"] if args.share_scales != "trt" else []
+        if given:
+            option = "--" + given[0].replace("_", "-")
+            msg = f"{option} applies to --stats; a cache already holds its scales"
             raise CalibkitError(msg)
         cache = read_cache(args.cache)
         scales, header, algorithm = cache.scales, cache_header(cache), cache.algorithm
+        sharing = None
     else:
-        from ..scale import scale_from_amax
-        from ..selectors import compute_amax, make_selector
-        from ..stats import load_stats
+        from ..pipeline import scales_from_stats
 
         if args.algorithm is None:
             msg = "--stats needs --algorithm (e.g. entropy2)"
             raise CalibkitError(msg)
         try:
-            selector = make_selector(args.algorithm)
+            # the same pipeline as 'calibkit select': the scales its cache would hold
+            selection = scales_from_stats(
+                args.stats,
+                args.algorithm,
+                share_scales=args.share_scales,
+                header_algorithm=args.header_algorithm,
+            )
+            algorithm = selection.header_algorithm
         except ValueError as err:
+            if isinstance(err, CalibkitError):
+                raise
             raise CalibkitError(str(err)) from err
-        amax = compute_amax(load_stats(args.stats).histograms, selector)
-        scales = {name: scale_from_amax(a) for name, a in amax.items()}
-        header, algorithm = f"stats {args.stats} {selector.spec}", selector.trt_algorithm
+        scales = selection.scales()
+        header, sharing = f"stats {args.stats} {selection.selector.spec}", selection
     if args.shift_numeric_names is not None:
         scales = shift_numeric_names(scales, args.shift_numeric_names)
     try:
@@ -113,6 +135,8 @@ def _cmd_qdq(args: argparse.Namespace) -> int:
     lines = [f"{args.output}: {report.summary()}"]
     lines += [f"  float: {t.name}: {t.reason}" for t in report.float_tensors]
     lines += [f"  warning: {w}" for w in report.warnings]
+    if sharing is not None:
+        lines.append(sharing.describe_sharing())
     sys.stdout.write("\n".join(lines) + "\n")
     return 0
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import logging
 
 from ..errors import CalibkitError
+from ._warnings import with_warnings_shown
+from .calibrate import add_share_option
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +40,7 @@ def _add_research(sub) -> None:
         help="per-tensor column shown: amax, scale, clipped, kl, mse, sqnr_db, ratio (default)",
     )
     p.add_argument("--table", type=int, default=30, metavar="ROWS", help="per-tensor rows (30)")
-    _add_share_option(p)
+    add_share_option(p, _JUDGED)
     p.set_defaults(func=_cmd_compare)
 
     p = sub.add_parser(
@@ -49,7 +52,7 @@ def _add_research(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
     p.add_argument("--algorithms", default=_RESEARCH_ALGORITHMS, help="comma-separated specs")
     p.add_argument("--max-tensors", type=int, metavar="N", help="plot only the first N tensors")
-    _add_share_option(p)
+    add_share_option(p, _JUDGED)
     p.set_defaults(func=_cmd_report)
 
     p = sub.add_parser(
@@ -81,6 +84,11 @@ def _add_research(sub) -> None:
     p.add_argument("--threads", type=int, help="onnxruntime threads")
     p.add_argument("--json", metavar="FILE", help="write every run's amax as JSON")
     p.add_argument("--table", type=int, default=30, metavar="ROWS", help="rows to print (30)")
+    p.add_argument(
+        "--trt-version",
+        help="TensorRT version whose sharing rules apply (default: unknown, the pooling rule)",
+    )
+    add_share_option(p, " applied to each run's amax (MODEL.onnx only)")
     p.set_defaults(func=_cmd_stability)
 
     p = sub.add_parser(
@@ -106,6 +114,7 @@ def _add_research(sub) -> None:
     p.add_argument("--threads", type=int, help="onnxruntime threads")
     p.add_argument("--json", metavar="FILE", help="write the ranking as JSON")
     p.add_argument("--table", type=int, default=30, metavar="ROWS", help="rows to print (30)")
+    add_share_option(p, _JUDGED)
     p.set_defaults(func=_cmd_sensitivity)
 
 
@@ -113,28 +122,11 @@ def _specs(text: str) -> list[str]:
     return [s.strip() for s in text.split(",") if s.strip()]
 
 
-def _add_share_option(p) -> None:
-    p.add_argument(
-        "--share-scales",
-        metavar="RULES",
-        help=(
-            "judge each tensor at the amax TensorRT's scale sharing gives it: trt, none, P or "
-            "P,C (default: as recorded by calibrate; docs/sharing.md)"
-        ),
-    )
+# each tensor is judged at the amax the cache would deploy
+_JUDGED = " (each tensor judged at the amax the cache would deploy)"
 
 
-def _share_from_stats(stats, rules: str | None):
-    """Return amax -> shared amax for the recorded graph and version, or None (no sharing)."""
-    from ..onnx.calibrate import apply_sharing
-
-    rules = rules or stats.settings.get("share_scales", "none")
-    graph, version = stats.settings.get("graph"), stats.settings.get("trt_version")
-    if rules == "none" or graph is None:
-        return None
-    return lambda amax: apply_sharing(amax, graph, version, rules)[0]
-
-
+@with_warnings_shown("compare")
 def _cmd_compare(args) -> int:
     """Compare scale algorithms per tensor from saved statistics (no model run)."""
     from ..research.compare import compare
@@ -142,8 +134,7 @@ def _cmd_compare(args) -> int:
 
     stats = load_stats(args.stats)
     try:
-        share = _share_from_stats(stats, args.share_scales)
-        result = compare(stats.histograms, _specs(args.algorithms), share=share)
+        result = compare(stats, _specs(args.algorithms), share_scales=args.share_scales)
         tensors = result.format_tensors(args.metric, limit=args.table) if args.table else ""
     except ValueError as err:
         raise CalibkitError(str(err)) from err
@@ -156,11 +147,13 @@ def _cmd_compare(args) -> int:
         print(tensors)
         print()
     print(result.format_summary())
+    print(result.sharing)
     for path in filter(None, (args.csv, args.json)):
         print(f"wrote {path}")
     return 0
 
 
+@with_warnings_shown("report")
 def _cmd_report(args) -> int:
     """Write a static HTML report with plots of every algorithm."""
     from pathlib import Path
@@ -171,20 +164,22 @@ def _cmd_report(args) -> int:
     stats = load_stats(args.stats)
     try:
         index = write_report(
-            stats.histograms,
+            stats,
             args.output,
             algorithms=_specs(args.algorithms),
             max_tensors=args.max_tensors,
             title=f"calibkit report: {Path(args.stats).name}",
-            settings=stats.settings,
-            share=_share_from_stats(stats, args.share_scales),
+            share_scales=args.share_scales,
         )
     except ValueError as err:
         raise CalibkitError(str(err)) from err
     print(f"wrote {index} ({len(stats.histograms)} tensors)")
+    # the rules the report's numbers were computed with, as its compare.json records them
+    print(json.loads((index.parent / "compare.json").read_text())["sharing"])
     return 0
 
 
+@with_warnings_shown("stability")
 def _cmd_stability(args) -> int:
     """Order and batch-size sensitivity of the calibration."""
     from ..research.stability import samples_from_onnx, samples_from_recorded, stability
@@ -192,12 +187,17 @@ def _cmd_stability(args) -> int:
     try:
         sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
         skipped: dict = {}
+        graph = None
         if args.source.endswith(".onnx"):
+            from ..onnx.model import OnnxModel
+
+            model = OnnxModel.load(args.source)  # once: the graph for sharing, and the run
+            graph = model.graph
             if not args.data:
                 msg = f"{args.source}: an ONNX model needs inputs: --data DATA"
                 raise CalibkitError(msg)
             samples, skipped = samples_from_onnx(
-                args.source,
+                model,
                 args.data,
                 tensors=args.tensors,
                 max_samples=args.max_samples,
@@ -221,6 +221,9 @@ def _cmd_stability(args) -> int:
             algorithm=args.algorithm,
             num_bins=args.num_bins,
             threshold=args.threshold,
+            graph=graph,
+            trt_version=args.trt_version,
+            share_scales=args.share_scales,
         )
     except ValueError as err:
         raise CalibkitError(str(err)) from err
@@ -232,17 +235,17 @@ def _cmd_stability(args) -> int:
     return 0
 
 
+@with_warnings_shown("sensitivity")
 def _cmd_sensitivity(args) -> int:
     """Quantise one tensor at a time and rank tensors by output error."""
     from ..data.sources import open_data
     from ..onnx.model import OnnxModel
+    from ..pipeline import scales_from_stats
     from ..research.sensitivity import sensitivity
-    from ..selectors import compute_amax, make_selector
-    from ..stats import load_stats
 
     try:
-        selector = make_selector(args.algorithm)
-        amax = compute_amax(load_stats(args.stats).histograms, selector)
+        # the amax the cache of 'select --algorithm A' would deploy: sharing rules, cache names
+        selection = scales_from_stats(args.stats, args.algorithm, share_scales=args.share_scales)
         model = OnnxModel.load(args.model)  # once, for the input specs and every Q/DQ variant
         data = open_data(
             args.data,
@@ -253,16 +256,17 @@ def _cmd_sensitivity(args) -> int:
         )
         result = sensitivity(
             model,
-            amax,
+            selection.amax,
             data,
             output=args.output,
-            algorithm=selector.spec,
+            algorithm=selection.selector.spec,
             quantize_weights=args.weights,
             num_threads=args.threads,
         )
     except ValueError as err:
         raise CalibkitError(str(err)) from err
     print(result.format_table(limit=args.table))
+    print(selection.describe_sharing())
     if args.json:
         result.write_json(args.json)
         print(f"wrote {args.json}")

@@ -1,9 +1,10 @@
-"""The calibration pipeline: ONNX model + data -> histograms -> amax -> TensorRT cache + stats.
+"""ONNX calibration: run the model over the data, fill the histograms, hand them to the pipeline.
 
 :func:`calibrate_onnx` runs the model once over the data (streaming: one batch of activations
-in memory at a time), fills one TensorRT-style histogram per tensor and selects the amax of each
-with one algorithm. The result holds the histograms, so :meth:`CalibrationResult.write` saves
-them next to the cache and :func:`select_from_stats` later recomputes any other algorithm from
+in memory at a time) and fills one TensorRT-style histogram per tensor; the scale pipeline
+(:func:`calibkit.pipeline.select_scales`) turns them into the cache, as it does for every other
+path. The result holds the histograms, so :meth:`CalibrationResult.write` saves them next to the
+cache and :func:`calibkit.pipeline.select_from_stats` later recomputes any other algorithm from
 them, without onnx or onnxruntime.
 
 Examples
@@ -31,48 +32,27 @@ import numpy as np
 
 from .. import __version__
 from .._optional import require
-from ..cache.format import (
-    LEGACY_ALGORITHM,
-    CalibrationCache,
-    hex_from_scale,
-    parse_trt_version,
-    write_cache,
-)
+from ..cache.format import CalibrationCache, hex_from_scale, parse_trt_version, write_cache
 from ..collect import HistogramCollector
 from ..histogram import Histogram
-from ..rules.names import CacheLine, CacheNames, constant_values, trt_amax, trt_cache_names
-from ..rules.sharing import SharingResult, share_scales
+from ..pipeline import (
+    DEFAULT_SHARE_SCALES,
+    ScaleResult,
+    check_cache_header,
+    check_share_scales,
+    select_scales,
+)
+from ..rules.names import CacheNames, constant_values, trt_cache_names
+from ..rules.sharing import SharingResult
 from ..scale import scale_from_amax
-from ..selectors import compute_amax, make_selector
-from ..stats import Stats, load_stats, save_stats
+from ..selectors import Selector, as_selector
+from ..stats import StatsSettings, default_stats_path, save_stats
 from ..text import format_table
-from .graph import Graph
 from .model import OnnxModel
 
-__all__ = [
-    "ALL_ALGORITHMS",
-    "CalibrationResult",
-    "InputRange",
-    "cache_from_amax",
-    "calibrate_onnx",
-    "default_stats_path",
-    "select_all",
-    "select_from_stats",
-]
+__all__ = ["CalibrationResult", "InputRange", "calibrate_onnx"]
 
 logger = logging.getLogger(__name__)
-
-#: The algorithms ``calibkit select --all`` writes, one cache each.
-ALL_ALGORITHMS = (
-    "entropy2",
-    "entropy",
-    "minmax",
-    "percentile:99.9",
-    "percentile:99.99",
-    "percentile:99.999",
-    "mse",
-    "legacy",
-)
 
 
 @dataclass
@@ -119,25 +99,31 @@ class CalibrationResult:
         The selected clipping threshold per tensor.
     cache : CalibrationCache
         The TensorRT cache for `amax`.
-    settings : dict
+    settings : StatsSettings
         Everything needed to reproduce the run (algorithm, bins, TensorRT version, data,
-        batch size, model path and sha256, calibkit version, ...); saved with the stats.
+        batch size, model path and sha256, calibkit version, graph, cache lines); saved with
+        the statistics.
     inputs : dict of str to InputRange
         Value range of every model input over the data.
     seconds : dict of str to float
         Wall time of ``"inference"`` (onnxruntime), ``"collect"`` (histograms), ``"select"``
         and ``"total"`` (including data loading).
-    sharing : SharingResult or None
-        Which tensors TensorRT's scale-sharing rules moved (docs/sharing.md); None if off.
+    selection : ScaleResult or None
+        What the scale pipeline did (the sharing rules applied, cache lines without a value).
     """
 
     histograms: dict[str, Histogram]
     amax: dict[str, float]
     cache: CalibrationCache
-    settings: dict
+    settings: StatsSettings
     inputs: dict[str, InputRange] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
-    sharing: SharingResult | None = None
+    selection: ScaleResult | None = None
+
+    @property
+    def sharing(self) -> SharingResult | None:
+        """Which tensors TensorRT's scale-sharing rules moved (docs/sharing.md); None if off."""
+        return None if self.selection is None else self.selection.sharing
 
     def write(self, cache_path, stats_path=None, *, save_stats_file: bool = True) -> Path | None:
         """Write the cache and (by default next to it, ``model.stats.npz``) the statistics.
@@ -150,29 +136,6 @@ class CalibrationResult:
         path = Path(stats_path) if stats_path else default_stats_path(cache_path)
         save_stats(path, self.histograms, settings=self.settings)
         return path
-
-
-def default_stats_path(cache_path) -> Path:
-    """Where the statistics go by default: ``model.cache`` -> ``model.stats.npz``."""
-    return Path(cache_path).with_suffix(".stats.npz")
-
-
-def cache_from_amax(amax: Mapping[str, float], selector, trt_version) -> CalibrationCache:
-    """Build the cache `selector` stands for (legacy caches carry their parameters instead)."""
-    if selector.trt_algorithm == LEGACY_ALGORITHM:
-        return CalibrationCache.from_amax(
-            amax,
-            trt_version=None,
-            algorithm=LEGACY_ALGORITHM,
-            quantile=selector.quantile,
-            regression_cutoff=selector.regression_cutoff,
-        )
-    if trt_version is None:
-        msg = "a TensorRT version is needed for the cache header, e.g. trt_version='10.16'"
-        raise ValueError(msg)
-    return CalibrationCache.from_amax(
-        amax, trt_version=trt_version, algorithm=selector.trt_algorithm
-    )
 
 
 def _sha256(path: Path) -> str:
@@ -209,42 +172,11 @@ class _Feed:
             self.bar.update(n)
 
 
-def apply_sharing(
-    amax: Mapping[str, float],
-    graph: Graph | Mapping | None,
-    trt_version,
-    rules: str = "trt",
-) -> tuple[dict[str, float], SharingResult | None]:
-    """Give tensors the scale TensorRT's sharing rules give them (``rules="none"``: unchanged).
-
-    `graph` is the model's :class:`Graph` or its ``to_dict()`` form (saved in the statistics);
-    without one nothing moves. `rules` is ``"trt"`` (the rules of `trt_version`, see
-    :func:`~..rules.sharing.rules_for_version`), ``"none"``, or explicit rules (``"P"``, ``"P,C"``).
-    """
-    if rules == "none" or graph is None:
-        return dict(amax), None
-    if not isinstance(graph, Graph):
-        graph = Graph.from_json(graph)
-    version = None if trt_version is None else parse_trt_version(trt_version)
-    result = share_scales(graph, amax, trt_version=version, rules=rules)
-    return result.amax, result
-
-
-def to_trt_names(amax: Mapping[str, float], lines) -> tuple[dict[str, float], list[str]]:
-    """Key `amax` by the cache lines TensorRT looks up; return the values and missing names.
-
-    `lines` holds :class:`~calibkit.rules.names.CacheLine` or ``[name, source, kind]`` triples
-    (the form saved in the statistics).
-    """
-    lines = tuple(line if isinstance(line, CacheLine) else CacheLine(*line) for line in lines)
-    return trt_amax(amax, CacheNames(lines, (), {}))
-
-
 def calibrate_onnx(
     model: str | os.PathLike | OnnxModel,
     data,  # path, "loader.py[:fn]", DataSource or iterable of dicts
     *,
-    algorithm: str = "entropy2",
+    algorithm: str | Selector = "entropy2",
     trt_version: str | tuple[int, ...] | None = None,
     num_bins: int = 2048,
     batch_size: int | None = None,
@@ -258,9 +190,10 @@ def calibrate_onnx(
     optimization: str = "disable",
     num_threads: int | None = None,
     progress: bool = False,
-    share_scales: str = "trt",
+    share_scales: str = DEFAULT_SHARE_SCALES,
     calibration_shapes: Mapping[str, Sequence[int]] | None = None,
     names: str = "trt",
+    header_algorithm: str | None = None,
 ) -> CalibrationResult:
     """Calibrate an ONNX model on the CPU the way TensorRT's calibrator would.
 
@@ -271,8 +204,9 @@ def calibrate_onnx(
         source, TensorRT's names and constants, and the sharing rules.
     data : path, "loader.py[:function]", DataSource or iterable of dicts
         Calibration inputs; see :func:`calibkit.data.sources.open_data` for the accepted forms.
-    algorithm : str
-        Selector spec (``entropy2``, ``entropy``, ``minmax``, ``percentile:99.99``, ...).
+    algorithm : str or Selector
+        Selector spec (``entropy2``, ``entropy``, ``minmax``, ``percentile:99.99``, ...) or any
+        object satisfying :class:`calibkit.selectors.Selector`.
     trt_version : str or tuple
         TensorRT version for the cache header (not needed for ``legacy``).
     num_bins, nan_policy
@@ -294,6 +228,9 @@ def calibrate_onnx(
         Feed each listed input at this shape, as TensorRT does with dynamic shapes (it reads the
         calibration profile's optimum shape from the start of each batch buffer); see
         :func:`calibkit.data.sources.at_calibration_shapes`.
+    header_algorithm : str, optional
+        Cache header word instead of the selector's TensorRT calibrator; see
+        :func:`calibkit.selectors.header_algorithm`.
 
     Returns
     -------
@@ -309,8 +246,9 @@ def calibrate_onnx(
     from .source import OnnxActivationSource
 
     start = time.perf_counter()
-    selector = make_selector(algorithm)
-    cache_from_amax({}, selector, trt_version)  # fail on the header now, not after an hour
+    selector = as_selector(algorithm)
+    check_share_scales(share_scales)
+    check_cache_header(selector, trt_version, header_algorithm)  # now, not after an hour
     if names not in ("trt", "onnx"):
         msg = f"names must be 'trt' or 'onnx', got {names!r}"
         raise ValueError(msg)
@@ -348,11 +286,7 @@ def calibrate_onnx(
     if not feed.num_samples:
         msg = f"{data.description}: no calibration samples"
         raise ValueError(msg)
-    t0 = time.perf_counter()
-    amax = compute_amax(collector.histograms_, selector)
-    select_seconds = time.perf_counter() - t0
     graph = model.graph
-    amax, sharing = apply_sharing(amax, graph, trt_version, share_scales)
     lines = None
     if trt_names:
         cache_names = trt_cache_names(model, trt_version=parse_trt_version(trt_version))
@@ -369,42 +303,50 @@ def calibrate_onnx(
         for name, values in constant_values(model, cache_names).items():
             hist = collector.histograms_[name] = Histogram(num_bins)
             hist.fill(np.asarray(values, np.float32), nan_policy=nan_policy)
-            amax[name] = selector.select(hist)
-        lines = [[line.name, line.source, line.kind] for line in cache_names.lines]
-        amax, missing = to_trt_names(amax, lines)
-        if missing:
-            logger.warning("%d TensorRT cache line(s) without a value: %s", len(missing), missing)
+        lines = cache_names.lines
         if cache_names.unknown:
             logger.info(
                 "TensorRT also writes %d line(s) under names only it knows (e.g. %s)",
                 len(cache_names.unknown),
                 cache_names.unknown[0].pattern,
             )
-    cache = cache_from_amax(amax, selector, trt_version)
+    t0 = time.perf_counter()
+    selection = select_scales(
+        collector.histograms_,
+        selector,
+        graph=graph,
+        trt_version=trt_version,
+        share_scales=share_scales,
+        trt_lines=lines,
+        header_algorithm=header_algorithm,
+    )
+    cache = selection.cache()
+    select_seconds = time.perf_counter() - t0
     path = model.path
-    settings = {
-        "algorithm": selector.spec,
-        "num_bins": num_bins,
-        "trt_version": None if trt_version is None else _version_text(trt_version),
-        "data": data.description,
-        "batch_size": data.batch_size,
-        "num_samples": feed.num_samples,
-        "num_batches": feed.num_batches,
-        "max_samples": max_samples,
-        "shuffle": shuffle,
-        "seed": seed if shuffle else None,
-        "tensors": tensors,
-        "nan_policy": nan_policy,
-        "model": None if path is None else str(path),
-        "model_sha256": _sha256(path) if path is not None else _sha256_bytes(model.proto),
-        "onnxruntime_optimization": optimization,
-        "onnxruntime_version": _version_of("onnxruntime"),
-        "calibkit_version": __version__,
-        "share_scales": share_scales,
-        "calibration_shapes": {k: list(v) for k, v in (calibration_shapes or {}).items()},
-        "trt_lines": lines,  # [name, source, kind] per cache line, or None for ONNX names
-        "graph": graph.to_dict(),  # lets 'select' apply the sharing rules without the model
-    }
+    settings = StatsSettings(
+        source_kind="onnx",
+        source=None if path is None else str(path),
+        source_sha256=_sha256(path) if path is not None else _sha256_bytes(model.proto),
+        algorithm=selector.spec,
+        num_bins=num_bins,
+        trt_version=trt_version,  # StatsSettings spells it major.minor.patch
+        share_scales=share_scales,
+        nan_policy=nan_policy,
+        data=data.description,
+        batch_size=data.batch_size,
+        num_samples=feed.num_samples,
+        num_batches=feed.num_batches,
+        max_samples=max_samples,
+        shuffle=shuffle,
+        seed=seed if shuffle else None,
+        tensors=tensors,
+        calibration_shapes={k: tuple(v) for k, v in (calibration_shapes or {}).items()},
+        onnxruntime_optimization=optimization,
+        onnxruntime_version=_version_of("onnxruntime"),
+        calibkit_version=__version__,
+        graph=graph,  # lets 'select' apply the sharing rules without the model
+        trt_lines=lines,  # the cache lines TensorRT looks up, or None for ONNX names
+    )
     seconds = {
         "inference": source.inference_seconds,
         "collect": collect_seconds,
@@ -412,12 +354,8 @@ def calibrate_onnx(
         "total": time.perf_counter() - start,
     }
     return CalibrationResult(
-        collector.histograms_, amax, cache, settings, feed.ranges, seconds, sharing
+        collector.histograms_, selection.amax, cache, settings, feed.ranges, seconds, selection
     )
-
-
-def _version_text(version) -> str:  # str or tuple, as parse_trt_version takes
-    return ".".join(map(str, parse_trt_version(version)))
 
 
 def _version_of(module: str) -> str | None:
@@ -439,71 +377,6 @@ def _warn_on_raw_pixels(ranges: Mapping[str, InputRange], description: str) -> N
                 r.min,
                 r.max,
             )
-
-
-def _stats_of(stats: Stats | str | os.PathLike) -> Stats:
-    return stats if isinstance(stats, Stats) else load_stats(stats)
-
-
-def select_from_stats(
-    stats: Stats | str | os.PathLike,
-    algorithm: str,
-    *,
-    trt_version: str | tuple[int, ...] | None = None,
-    share_scales: str | None = None,
-) -> CalibrationCache:
-    """Recompute a cache with another algorithm from saved statistics (no model run).
-
-    Parameters
-    ----------
-    stats : Stats or path
-        A statistics file written by ``calibkit calibrate`` (or :func:`load_stats` of it).
-    algorithm : str
-        Selector spec, e.g. ``"minmax"`` or ``"percentile:99.99"``.
-    trt_version : str or tuple, optional
-        Header version; defaults to the one recorded in the statistics.
-    share_scales : str, optional
-        TensorRT's scale-sharing rules (as in :func:`calibrate_onnx`); defaults to the recorded
-        choice. They need the graph, which ``calibrate_onnx`` saves with the statistics.
-
-    Raises
-    ------
-    ValueError
-        If no TensorRT version is given or recorded (and the algorithm is not legacy).
-    """
-    stats = _stats_of(stats)
-    selector = make_selector(algorithm)
-    version = trt_version if trt_version is not None else stats.settings.get("trt_version")
-    amax = compute_amax(stats.histograms, selector)
-    rules = share_scales or stats.settings.get("share_scales", "none")
-    amax, _ = apply_sharing(amax, stats.settings.get("graph"), version, rules)
-    if stats.settings.get("trt_lines"):
-        amax, _ = to_trt_names(amax, stats.settings["trt_lines"])
-    return cache_from_amax(amax, selector, version)
-
-
-def select_all(
-    stats: Stats | str | os.PathLike,
-    folder: str | os.PathLike,
-    *,
-    algorithms: Iterable[str] = ALL_ALGORITHMS,
-    trt_version: str | tuple[int, ...] | None = None,
-    share_scales: str | None = None,
-) -> dict[str, Path]:
-    """Write one cache per algorithm into `folder`; returns ``{spec: path}``.
-
-    ``percentile:99.99`` goes to ``percentile_99.99.cache``.
-    """
-    stats = _stats_of(stats)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    written = {}
-    for spec in algorithms:
-        cache = select_from_stats(stats, spec, trt_version=trt_version, share_scales=share_scales)
-        path = folder / (make_selector(spec).spec.replace(":", "_") + ".cache")
-        write_cache(path, cache)
-        written[spec] = path
-    return written
 
 
 def format_amax_table(
@@ -533,16 +406,14 @@ def format_input_table(ranges: Mapping[str, InputRange]) -> str:
 def format_summary(result: CalibrationResult) -> str:
     """One-paragraph account of a run: samples, speed, time split."""
     s, st = result.seconds, result.settings
-    n = st["num_samples"]
+    n = st.num_samples
     own = s["collect"] + s["select"]
     text = (
-        f"{len(result.amax)} tensors, {n} samples in {st['num_batches']} batches of "
-        f"{st['batch_size'] or 'loader size'}, {s['total']:.1f} s ({n / s['total']:.1f} samples/s):"
+        f"{len(result.amax)} tensors, {n} samples in {st.num_batches} batches of "
+        f"{st.batch_size or 'loader size'}, {s['total']:.1f} s ({n / s['total']:.1f} samples/s):"
         f" onnxruntime {s['inference']:.1f} s, calibkit {own:.2f} s "
-        f"(histograms {s['collect']:.2f} s, {st['algorithm']} {s['select']:.2f} s)"
+        f"(histograms {s['collect']:.2f} s, {st.algorithm} {s['select']:.2f} s)"
     )
-    if result.sharing is not None:
-        moved = {rule: len(result.sharing.moved_by(rule)) for rule in result.sharing.rules}
-        detail = ", ".join(f"rule {rule}: {k}" for rule, k in moved.items()) or "no rule"
-        text += f"\nTensorRT scale sharing ({detail} tensor(s) take a neighbour's scale)"
+    if result.selection is not None:
+        text += "\n" + result.selection.describe_sharing()
     return text

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from onnx import ModelProto
 
     from ..cache.format import CalibrationCache
+    from ..pipeline import ScaleResult
 
 __all__ = [
     "DEFAULT_OP_TYPES",
@@ -724,21 +725,32 @@ def cache_header(cache: CalibrationCache) -> str:
 def write_qdq(
     path: str | os.PathLike,
     model: str | os.PathLike | ModelProto,
-    cache: CalibrationCache | Mapping[str, float],
+    cache: CalibrationCache | Mapping[str, float] | ScaleResult,
     *,
     report_path: str | os.PathLike | None = None,
     **options: Any,
 ) -> QdqReport:
-    """Write the Q/DQ model for `cache` (a CalibrationCache or name -> scale) to `path`.
+    """Write the Q/DQ model for `cache` to `path`.
 
-    Keyword options are those of :func:`to_qdq`; the cache header and algorithm are taken
-    from a CalibrationCache. The report is returned and, with `report_path`, written as JSON.
+    `cache` is a CalibrationCache, a name -> scale mapping, or the scale pipeline's
+    :class:`~calibkit.pipeline.ScaleResult` (statistics + any selector: the scales the cache of
+    the same selection would hold, bit for bit). Keyword options are those of :func:`to_qdq`;
+    the header and algorithm are taken from a CalibrationCache or ScaleResult. The report is
+    returned and, with `report_path`, written as JSON.
 
     Examples
     --------
     >>> import calibkit as ck  # doctest: +SKIP
     >>> report = ck.write_qdq("model.qdq.onnx", "model.onnx", ck.read_cache("model.cache"))
+    >>> result = ck.scales_from_stats("model.stats.npz", "percentile:99.99")  # doctest: +SKIP
+    >>> report = ck.write_qdq("model.qdq.onnx", "model.onnx", result)  # doctest: +SKIP
     """
+    from ..pipeline import ScaleResult
+
+    if isinstance(cache, ScaleResult):
+        options.setdefault("source_header", f"scale pipeline {cache.selector.spec}")
+        options.setdefault("algorithm", cache.header_algorithm)
+        cache = cache.scales()
     scales = getattr(cache, "scales", cache)
     if hasattr(cache, "scales"):
         options.setdefault("source_header", cache_header(cache))

@@ -3,7 +3,9 @@
 For every tensor and algorithm :func:`compare` reports the amax and TensorRT scale, the fraction
 of values clipped, the KL divergence TensorRT's entropy search assigns to that threshold, the
 expected INT8 quantisation error (MSE and SQNR) and the ratio of amax to min-max. Everything is
-computed from the histogram, so it takes seconds and needs no model.
+computed from the histogram, so it takes seconds and needs no model. Each tensor is judged at the
+amax the cache would deploy: the scale pipeline (:func:`calibkit.pipeline.select_scales`) applies
+TensorRT's scale-sharing rules first (``share_scales="trt"`` by default, as every command).
 
 How each number is defined (values are represented by their bin centres, as in
 :class:`~calibkit.selectors.MSESelector`):
@@ -22,7 +24,7 @@ How each number is defined (values are represented by their bin centres, as in
 Examples
 --------
 >>> import calibkit as ck  # doctest: +SKIP
->>> result = ck.compare(ck.load_stats("model.stats.npz").histograms)  # doctest: +SKIP
+>>> result = ck.compare("model.stats.npz")  # as calibkit compare  # doctest: +SKIP
 >>> print(result.format_summary())  # doctest: +SKIP
 """
 
@@ -33,15 +35,18 @@ import io
 import json
 import math
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 
 from ..atomic import write_atomic
 from ..histogram import Histogram
+from ..onnx.graph import Graph
+from ..pipeline import DEFAULT_SHARE_SCALES, select_scales
 from ..scale import scale_from_amax
-from ..selectors import EntropySelector, compute_amax, make_selector
+from ..selectors import EntropySelector, Selector, as_selector
+from ..stats import Stats, load_stats
 from ..text import format_table
 
 __all__ = [
@@ -142,10 +147,14 @@ def _kl_at(divergences: np.ndarray, hist: Histogram, amax: float) -> float:
 
 @dataclass
 class Comparison:
-    """The result of :func:`compare`: one :class:`TensorMetrics` per tensor and algorithm."""
+    """The result of :func:`compare`: one :class:`TensorMetrics` per tensor and algorithm.
+
+    ``sharing`` says which scale-sharing rules the pipeline applied (one line).
+    """
 
     algorithms: tuple[str, ...]
     rows: list[TensorMetrics]
+    sharing: str = ""
 
     def by_tensor(self) -> dict[str, dict[str, TensorMetrics]]:
         """``{tensor: {algorithm: metrics}}``, tensors in the statistics' order."""
@@ -183,6 +192,7 @@ class Comparison:
         """JSON-ready dict: ``algorithms``, ``summary`` and ``tensors`` (one dict per row)."""
         return {
             "algorithms": list(self.algorithms),
+            "sharing": self.sharing,
             "summary": [_jsonable(asdict(s)) for s in self.summary()],
             "tensors": [_jsonable(asdict(r)) for r in self.rows],
         }
@@ -240,23 +250,28 @@ class Comparison:
 
 
 def compare(
-    histograms: Mapping[str, Histogram],
-    algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
+    stats: Stats | str | os.PathLike | Mapping[str, Histogram],
+    algorithms: Sequence[str | Selector] = DEFAULT_ALGORITHMS,
     *,
-    share: Callable[[dict[str, float]], Mapping[str, float]] | None = None,
+    share_scales: str = DEFAULT_SHARE_SCALES,
+    trt_version: str | Sequence[int] | None = None,
+    graph: Graph | Mapping | None = None,
 ) -> Comparison:
-    """Evaluate every algorithm on every histogram.
+    """Evaluate every algorithm on every histogram, each tensor at the amax the cache would get.
 
     Parameters
     ----------
-    histograms : mapping
-        Tensor name -> Histogram (``load_stats(path).histograms``).
-    algorithms : sequence of str
-        Selector specs (``make_selector``); duplicates are dropped.
-    share : callable, optional
-        Applied to each algorithm's ``{tensor: amax}`` before the metrics, e.g. TensorRT's
-        scale-sharing rules (``apply_sharing``), so every tensor is judged at
-        the amax the cache would give it. Default: each tensor's own amax.
+    stats : Stats, path or mapping of str to Histogram
+        A statistics file (or :func:`~calibkit.load_stats` of it): its graph and TensorRT version
+        drive the sharing rules, as in ``calibkit compare``. Bare histograms have neither unless
+        `graph` and `trt_version` are given.
+    algorithms : sequence of str or Selector
+        Selector specs (``make_selector``) or selector objects; duplicates are dropped.
+    share_scales : {"trt", "none", "P", "P,C"}
+        TensorRT's scale-sharing rules applied to each algorithm's amax before the metrics
+        (:func:`calibkit.pipeline.select_scales`).
+    trt_version, graph : optional
+        Override the recorded version and graph.
 
     Returns
     -------
@@ -267,20 +282,30 @@ def compare(
     ValueError
         For an unknown algorithm spec or no histograms.
     """
+    if isinstance(stats, str | os.PathLike):
+        stats = load_stats(stats)
+    if isinstance(stats, Stats):
+        graph = graph if graph is not None else stats.settings.graph
+        trt_version = trt_version if trt_version is not None else stats.settings.trt_version
+        histograms = stats.histograms
+    else:
+        histograms = stats
     if not histograms:
         msg = "no histograms to compare"
         raise ValueError(msg)
-    selectors = {}
+    selectors: dict[str, Selector] = {}
     for spec in algorithms:
-        sel = make_selector(spec)
+        sel = as_selector(spec)
         selectors.setdefault(sel.spec, sel)
     if not selectors:
         msg = "no algorithms to compare"
         raise ValueError(msg)
-    chosen = {}
+    chosen, sharing = {}, ""
     for spec, sel in selectors.items():
-        amax = compute_amax(histograms, sel)
-        chosen[spec] = dict(share(amax)) if share is not None else amax
+        result = select_scales(
+            histograms, sel, graph=graph, trt_version=trt_version, share_scales=share_scales
+        )
+        chosen[spec], sharing = result.tensor_amax, result.describe_sharing()
     kl_search = EntropySelector()
     rows = []
     for name, hist in histograms.items():
@@ -303,7 +328,7 @@ def compare(
                     ratio=ratio,
                 )
             )
-    return Comparison(tuple(selectors), rows)
+    return Comparison(tuple(selectors), rows, sharing)
 
 
 def _finite(values: Sequence[float]) -> np.ndarray:

@@ -23,6 +23,8 @@ from pathlib import Path
 from .._optional import require
 from ..atomic import write_atomic
 from ..histogram import Histogram
+from ..pipeline import DEFAULT_SHARE_SCALES
+from ..stats import Stats, load_stats
 from .compare import DEFAULT_ALGORITHMS, Comparison, compare
 from .plot import plot_histogram, plot_ratios, save_figure
 
@@ -96,21 +98,22 @@ def _tensor_table(comparison: Comparison, files: Mapping[str, str]) -> str:
 
 
 def write_report(
-    histograms: Mapping[str, Histogram],
+    stats: Stats | str | os.PathLike | Mapping[str, Histogram],
     out_dir: str | os.PathLike,
     *,
     algorithms: Sequence[str] = DEFAULT_ALGORITHMS,
     max_tensors: int | None = None,
     title: str = "calibkit calibration report",
     settings: Mapping | None = None,
-    share=None,
+    share_scales: str = DEFAULT_SHARE_SCALES,
 ) -> Path:
     """Write the report folder and return the path of its ``index.html``.
 
     Parameters
     ----------
-    histograms : mapping
-        Tensor name -> Histogram (``load_stats(path).histograms``).
+    stats : Stats, path or mapping
+        A statistics file (its graph and TensorRT version drive the sharing rules, as in
+        ``calibkit report``) or bare histograms (tensor name -> Histogram).
     out_dir : path
         Created if missing; files already there with the report's names are replaced.
     algorithms : sequence of str
@@ -120,9 +123,9 @@ def write_report(
     title : str
         Page title (e.g. the statistics file's name).
     settings : mapping, optional
-        Shown as JSON on the page (``Stats.settings``: how the histograms were collected).
-    share : callable, optional
-        Scale sharing applied to each algorithm's amax (see :func:`~.compare.compare`).
+        Shown as JSON on the page (default: the statistics' settings).
+    share_scales : {"trt", "none", "P", "P,C"}
+        TensorRT's scale sharing applied to each algorithm's amax (see :func:`~.compare.compare`).
 
     Raises
     ------
@@ -135,7 +138,12 @@ def write_report(
         msg = f"max_tensors must be >= 0, got {max_tensors!r}"
         raise ValueError(msg)
     require("matplotlib", "The HTML report")  # before anything is written
-    comparison = compare(histograms, algorithms, share=share)
+    if isinstance(stats, str | os.PathLike):
+        stats = load_stats(stats)
+    histograms = stats.histograms if isinstance(stats, Stats) else stats
+    if settings is None and isinstance(stats, Stats):
+        settings = stats.settings.to_dict()
+    comparison = compare(stats, algorithms, share_scales=share_scales)
     out = Path(out_dir)
     (out / "tensors").mkdir(parents=True, exist_ok=True)
     comparison.write_csv(out / "compare.csv")
@@ -157,8 +165,9 @@ def write_report(
         )
     skipped = len(table) - len(files)
     note = f"<p>{skipped} more tensors are not plotted (max_tensors={max_tensors}).</p>"
-    shown = {k: v for k, v in (settings or {}).items() if k != "graph"}  # the graph is long
-    settings_html = (
+    long = ("graph", "trt_lines")  # too long to read on the page
+    shown = {k: v for k, v in (settings or {}).items() if k not in long}
+    settings_html = f"<p>{html.escape(comparison.sharing)}</p>" + (
         f"<details><summary>collection settings</summary><pre>"
         f"{html.escape(json.dumps(shown, indent=1, default=str))}</pre></details>"
         if settings

@@ -17,7 +17,7 @@ Output error measures (:func:`output_error`), over all samples of one model outp
 Examples
 --------
 >>> import calibkit as ck  # doctest: +SKIP
->>> amax = ck.compute_amax(ck.load_stats("m.stats.npz").histograms, ck.make_selector("entropy2"))
+>>> amax = ck.scales_from_stats("m.stats.npz", "entropy2").amax  # as the cache  # doctest: +SKIP
 >>> result = ck.sensitivity("m.onnx", amax, [{"image": x}])  # doctest: +SKIP
 >>> print(result.format_table())  # doctest: +SKIP
 """
@@ -191,7 +191,9 @@ def sensitivity(
     model : path
         The float ONNX model.
     amax : mapping
-        Tensor name -> amax (e.g. ``compute_amax(stats.histograms, selector)``).
+        Tensor name -> amax; ``scales_from_stats(stats, algorithm).amax`` gives the values the
+        cache of the same selection deploys (TensorRT's sharing rules applied), as
+        ``calibkit sensitivity`` uses.
     batches : iterable of dicts
         Evaluation inputs ``{input name: array}`` (kept in memory; use held-aside data).
     output : str, optional

@@ -7,6 +7,10 @@ batch sizes and reports, per tensor, how much the selected amax moves; next to i
 runs in the order-independent two-pass mode (``HistogramCollector(ranges=MaxCollector().amax_)``:
 the range is the exact max from a first pass, so the bins never depend on the order).
 
+Each run's histograms go through the scale pipeline (:func:`calibkit.pipeline.select_scales`)
+like a real calibration's, so with the model's graph every tensor is measured at the amax the
+cache would give it (TensorRT's scale-sharing rules, ``share_scales="trt"`` by default).
+
 The runs need per-sample activations. :func:`samples_from_onnx` runs an ONNX model once over
 the data and keeps the activations of the tensors asked for (``tensors=`` regex) in memory, up
 to ``max_bytes`` (checked after each batch); :func:`samples_from_recorded` reads a
@@ -35,7 +39,10 @@ from ..atomic import write_atomic
 from ..collect import HistogramCollector, MaxCollector
 from ..data.activations import RecordedActivationsError
 from ..errors import CalibkitError
-from ..selectors import make_selector
+from ..onnx.graph import Graph
+from ..onnx.model import OnnxModel
+from ..pipeline import DEFAULT_SHARE_SCALES, select_scales
+from ..selectors import Selector, as_selector
 from ..text import format_table
 
 __all__ = [
@@ -81,6 +88,7 @@ class StabilityResult:
     threshold: float
     tensors: dict[str, TensorStability]
     skipped: dict[str, str] = field(default_factory=dict)
+    sharing: str = ""
 
     @property
     def unstable(self) -> list[str]:
@@ -102,6 +110,7 @@ class StabilityResult:
             "threshold": self.threshold,
             "unstable": self.unstable,
             "skipped": self.skipped,
+            "sharing": self.sharing,
             "tensors": [
                 {
                     "name": t.name,
@@ -160,6 +169,8 @@ class StabilityResult:
             lines.append(f"... {len(ordered) - limit} more tensors (see --json)")
         for name, why in self.skipped.items():
             lines.append(f"skipped {name}: {why}")
+        if self.sharing:
+            lines.append(self.sharing)
         runs = len(self.batch_sizes) * self.num_orders
         lines.append(
             f"{len(self.unstable)} of {len(self.tensors)} tensors unstable (spread > "
@@ -197,11 +208,13 @@ def _orders(n: int, num_orders: int, seed: int) -> list[np.ndarray]:
     return [np.arange(n)] + [rng.permutation(n) for _ in range(num_orders - 1)]
 
 
-def _run(x: np.ndarray, order: np.ndarray, batch_size: int, collector: HistogramCollector):
+def _run(arrays: Mapping[str, np.ndarray], order, batch_size: int, collector: HistogramCollector):
+    """Collect every tensor over the samples in `order`, `batch_size` at a time."""
     collector.reset()
     for start in range(0, order.size, batch_size):
-        collector.update({"x": x[order[start : start + batch_size]]})
-    return collector.histograms_["x"]
+        index = order[start : start + batch_size]
+        collector.update({name: x[index] for name, x in arrays.items()})
+    return collector.histograms_
 
 
 def stability(
@@ -210,9 +223,12 @@ def stability(
     batch_sizes: Sequence[int] = (1, 8, 32),
     num_orders: int = 5,
     seed: int = 0,
-    algorithm: str = "entropy2",
+    algorithm: str | Selector = "entropy2",
     num_bins: int = 2048,
     threshold: float = 0.05,
+    graph: Graph | Mapping | None = None,
+    trt_version: str | Sequence[int] | None = None,
+    share_scales: str = DEFAULT_SHARE_SCALES,
 ) -> StabilityResult:
     """Re-run the collector over orders and batch sizes of the same samples; measure amax.
 
@@ -226,19 +242,23 @@ def stability(
         Orders per batch size: the given order, then seeded random permutations.
     seed : int
         Seed of the permutations (the same orders are used for every batch size and tensor).
-    algorithm : str
-        Selector spec whose amax is measured (entropy2 is the one with the documented effect).
+    algorithm : str or Selector
+        Selector spec (or object) whose amax is measured (entropy2 is the one with the
+        documented effect).
     num_bins : int
         Histogram bins (TensorRT: 2048).
     threshold : float
         A tensor is unstable when ``(max - min) / median`` of its amax exceeds this.
+    graph, trt_version, share_scales
+        As for :func:`calibkit.pipeline.select_scales`: with the model's graph each run's amax
+        are those the cache would get after TensorRT's scale sharing.
 
     Raises
     ------
     ValueError
         For no samples, inconsistent sample counts or bad parameters.
     """
-    selector = make_selector(algorithm)
+    selector = as_selector(algorithm)
     if not samples:
         msg = "no tensors to analyse"
         raise ValueError(msg)
@@ -265,34 +285,44 @@ def stability(
         msg = f"threshold must be > 0, got {threshold!r}"
         raise ValueError(msg)
     orders = _orders(n, num_orders, seed)
+    arrays = {name: np.asarray(x) for name, x in samples.items()}
+    # Two-pass mode: the range is the exact max of a first pass (MaxCollector's amax_).
+    max_abs = MaxCollector().update(arrays).amax_
     streaming = HistogramCollector(num_bins)
+    fixed = HistogramCollector(num_bins, ranges=max_abs)
+    amax = {name: np.empty((len(sizes), num_orders)) for name in arrays}
+    two = {name: np.empty_like(a) for name, a in amax.items()}
+    sharing = ""
+    for i, b in enumerate(sizes):
+        for j, order in enumerate(orders):
+            for collector, out in ((streaming, amax), (fixed, two)):
+                result = select_scales(
+                    _run(arrays, order, b, collector),
+                    selector,
+                    graph=graph,
+                    trt_version=trt_version,
+                    share_scales=share_scales,
+                )
+                for name, value in result.tensor_amax.items():
+                    out[name][i, j] = value
+                sharing = result.describe_sharing()
     tensors = {}
-    for name, x in samples.items():
-        x = np.asarray(x)
-        # Two-pass mode: the range is the exact max of a first pass (MaxCollector's amax_).
-        max_abs = MaxCollector().update({"x": x}).amax_["x"]
-        fixed = HistogramCollector(num_bins, ranges={"x": max_abs})
-        amax = np.empty((len(sizes), num_orders))
-        two = np.empty_like(amax)
-        for i, b in enumerate(sizes):
-            for j, order in enumerate(orders):
-                amax[i, j] = selector.select(_run(x, order, b, streaming))
-                two[i, j] = selector.select(_run(x, order, b, fixed))
-        spread = _spread(amax)
-        med = float(np.median(amax))  # one denominator, so the three spreads compare
+    for name in arrays:
+        spread = _spread(amax[name])
+        med = float(np.median(amax[name]))  # one denominator, so the three spreads compare
         tensors[name] = TensorStability(
             name=name,
-            max_abs=max_abs,
-            amax=amax,
-            two_pass_amax=two,
+            max_abs=max_abs[name],
+            amax=amax[name],
+            two_pass_amax=two[name],
             spread=spread,
-            order_spread=max(_spread(row, med) for row in amax),
-            batch_spread=_spread(np.median(amax, axis=1), med),
-            two_pass_spread=_spread(two),
+            order_spread=max(_spread(row, med) for row in amax[name]),
+            batch_spread=_spread(np.median(amax[name], axis=1), med),
+            two_pass_spread=_spread(two[name]),
             unstable=not spread <= threshold,
         )
-        logger.info("%s: %s spread %s", name, algorithm, _pct(spread))
-    return StabilityResult(selector.spec, sizes, num_orders, n, threshold, tensors)
+        logger.info("%s: %s spread %s", name, selector.spec, _pct(spread))
+    return StabilityResult(selector.spec, sizes, num_orders, n, threshold, tensors, {}, sharing)
 
 
 def samples_from_recorded(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -317,7 +347,7 @@ def samples_from_recorded(path: str | os.PathLike) -> dict[str, np.ndarray]:
 
 
 def samples_from_onnx(
-    model: str | os.PathLike,
+    model: str | os.PathLike | OnnxModel,
     data: str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
     *,
     tensors: str | None = None,

@@ -84,10 +84,12 @@ class _Algorithm:
 
 def _parse_algorithm(algorithm: Any) -> _Algorithm:
     """Map a selector spec (``"entropy2"``, ``"legacy:0.9999:1.0"``, ...) or a Selector."""
-    from ..selectors import make_selector
+    from ..selectors import Selector, header_algorithm, make_selector
 
     selector = make_selector(algorithm) if isinstance(algorithm, str) else algorithm
-    word = getattr(selector, "trt_algorithm", None)
+    # the calibrator class follows the header word (percentile, mse: calibkit's default, the
+    # IInt8EntropyCalibrator2 base this adapter reports building)
+    word = header_algorithm(selector, warn=False) if isinstance(selector, Selector) else None
     if word not in _BASES:
         msg = (
             f"algorithm must be a selector spec such as 'entropy2' or a selector, got {algorithm!r}"
