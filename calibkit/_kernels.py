@@ -9,78 +9,149 @@ otherwise, written out explicitly in both modules so that bin indices agree at b
 from __future__ import annotations
 
 import functools
-import os
 
 import numba
 import numpy as np
 
-# The OpenMP layer collapses (10x) when another process loads the 2 cores; workqueue does not.
-if "NUMBA_THREADING_LAYER" not in os.environ:
-    numba.config.THREADING_LAYER = "workqueue"
+# Codes shared with _reference.py and selectors.py live in the NumPy twin (no Numba needed).
+from ._reference import (  # noqa: F401  (re-exported for the callers' convenience)
+    FMT_BFLOAT16,
+    FMT_FLOAT16,
+    FMT_FLOAT32,
+    FMT_FLOAT64,
+    GROUP_FLOOR,
+    GROUP_FRACTIONAL,
+    GROUP_PROPORTIONAL,
+)
 
+# No parallel=True anywhere: a Numba parallel region costs 100-600 us per launch and its
+# threading layers are process-wide state (workqueue aborts when two threads launch at once).
+# Every kernel releases the GIL instead, so callers overlap them with inference or each other.
 _njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
-_njit_parallel = functools.partial(_njit, parallel=True)
 
-# Grouping codes shared with _reference.py and selectors.py.
-GROUP_PROPORTIONAL = 0  # bin j of i kept bins -> level floor(nq * j / i)  (TensorRT, candidate A)
-GROUP_FLOOR = 1  # i // nq bins per level, remainder to the last level (MXNet / ORT / slides)
-GROUP_FRACTIONAL = 2  # levels of width i / nq with fractional overlap (ncnn, candidate B)
+_LANES = 4  # sub-histograms: consecutive equal bins would otherwise wait on each other's store
+_BLOCK = 1 << 30  # elements per flush of the int32 sub-histograms (a lane gets <= 2**28)
+
+
+@_njit(inline="always")
+def _magnitude(b, fmt):
+    """|x| as float64, exactly, from the bits of x with the sign bit already cleared."""
+    if fmt == FMT_FLOAT32:
+        return np.float64(np.uint32(b).view(np.float32))
+    if fmt == FMT_FLOAT64:
+        return np.uint64(b).view(np.float64)
+    if fmt == FMT_BFLOAT16:  # bfloat16 is the top half of a float32
+        return np.float64(np.uint32(np.uint32(b) << np.uint32(16)).view(np.float32))
+    # float16: its 5-bit exponent and 10-bit mantissa moved into a float64's fields give
+    # 2**(e - 1023) * 1.m (or m * 2**-1032 for a subnormal); 2**1008 rebiases it exactly
+    return np.uint64(np.uint64(b) << np.uint64(42)).view(np.float64) * 2.0**1008
 
 
 @_njit
-def scan(x):
-    """Return (max finite |x|, number of NaN, number of +-inf) of a 1-D float array."""
-    m = 0.0
-    n_nan = 0
-    for v in x:
-        a = abs(np.float64(v))
-        m = a if a > m else m  # NaN compares false: not taken here, counted below
-        n_nan += a != a
-    if n_nan == 0 and m < np.inf:
-        return m, 0, 0
-    m = 0.0
+def scan(bits, fmt, mask, inf_bits):
+    """Return (max finite |x|, number of NaN, number of +-inf) of raw float bits.
+
+    `bits` is the unsigned-integer view of the data, `mask` clears the sign bit and `inf_bits`
+    is the pattern of +inf. Magnitudes order like their bit patterns, so the max is an integer
+    max (vectorised); a second pass runs only when the first saw inf or NaN.
+    """
+    top = bits.dtype.type(0)
+    for b in bits:
+        a = b & mask
+        top = a if a > top else top
+    if top < inf_bits:
+        return _magnitude(top, fmt), 0, 0
+    top = bits.dtype.type(0)
     n_nan = 0
     n_inf = 0
-    for v in x:
-        a = abs(np.float64(v))
-        if a != a:
-            n_nan += 1
-        elif a == np.inf:
+    for b in bits:
+        a = b & mask
+        if a < inf_bits:
+            top = a if a > top else top
+        elif a == inf_bits:
             n_inf += 1
-        elif a > m:
-            m = a
-    return m, n_nan, n_inf
+        else:
+            n_nan += 1
+    return _magnitude(top, fmt), n_nan, n_inf
 
 
 @_njit
-def accumulate(x, counts, upper):
-    """Add |x| to `counts` (equal bins on [0, upper)); values >= upper land in the last bin.
+def bin_clamped(bits, fmt, mask, inf_bits, counts, factor, scale):
+    """Bin every |x| at min(int((|x| * factor) * scale), last) (the fast path); return the max.
 
-    NaN and +-inf are skipped (the caller has counted them). Four private sub-histograms
-    break the store-to-load dependency between equal consecutive bins.
+    Branch-free: a value whose index is the last bin or beyond (at or above the range) goes to
+    the last bin, which is right when the batch does not grow the range. Returns (max |x|,
+    clean); when clean is False the batch held inf or NaN, `counts` is meaningless and the
+    caller bins it again with :func:`bin_values`.
     """
     nbins = counts.size
-    last = nbins - 1
-    scale = np.float64(nbins) / np.float64(upper)
-    sub = np.zeros((4, nbins), np.int64)
-    n = x.size
-    body = n - n % 4
-    for k in range(0, body, 4):
-        for u in range(4):
-            a = abs(np.float64(x[k + u]))
-            if a <= upper:
-                sub[u, min(int(a * scale), last)] += 1
-            elif a < np.inf:  # a finite value above the range: clamp (the caller grows first)
-                sub[u, last] += 1
-    for k in range(body, n):
-        a = abs(np.float64(x[k]))
-        if a <= upper:
-            sub[0, min(int(a * scale), last)] += 1
-        elif a < np.inf:
-            sub[0, last] += 1
-    for u in range(4):
-        for b in range(nbins):
-            counts[b] += sub[u, b]
+    lastf = np.float64(nbins - 1)
+    sub = np.zeros((_LANES, nbins), np.int32)
+    n = bits.size
+    top = bits.dtype.type(0)
+    for lo in range(0, n, _BLOCK):
+        hi = min(n, lo + _BLOCK)
+        body = hi - (hi - lo) % _LANES
+        for k in range(lo, body, _LANES):
+            for u in range(_LANES):  # one sub-histogram per lane
+                a = bits[k + u] & mask
+                top = a if a > top else top
+                y = (_magnitude(a, fmt) * factor) * scale
+                y = y if y < lastf else lastf  # NaN compares false: clamped, never cast
+                sub[u, int(y)] += 1
+        for k in range(body, hi):
+            a = bits[k] & mask
+            top = a if a > top else top
+            y = (_magnitude(a, fmt) * factor) * scale
+            y = y if y < lastf else lastf
+            sub[0, int(y)] += 1
+        for u in range(_LANES):
+            for j in range(nbins):
+                counts[j] += sub[u, j]
+                sub[u, j] = 0
+    if top < inf_bits:
+        return _magnitude(top, fmt), True
+    return 0.0, False
+
+
+@_njit
+def bin_values(bits, fmt, mask, inf_bits, counts, factor, scale):
+    """Bin every finite |x| at index int((|x| * factor) * scale); return statistics.
+
+    Adds to `counts` the values whose index is below ``counts.size``; the others (a value at
+    the top of the range, or above it) are not binned but counted as deferred, and the caller
+    decides whether they go to the last bin or the range grows. Returns (max finite |x|,
+    number of NaN, number of +-inf, number deferred). `factor` is a power of two that keeps
+    ``upper * factor`` normal (see ``histogram.bin_scale``), so ``|x| * factor`` is exact.
+    """
+    nbins = counts.size
+    lim = np.float64(nbins)
+    n = bits.size
+    sub = np.zeros((_LANES, nbins), np.int32)
+    top = bits.dtype.type(0)
+    n_nan = 0
+    n_inf = 0
+    n_def = 0
+    for lo in range(0, n, _BLOCK):
+        hi = min(n, lo + _BLOCK)
+        for k in range(lo, hi):  # branchy, but only for batches that hold inf or NaN
+            a = bits[k] & mask
+            if a < inf_bits:
+                top = a if a > top else top
+                y = (_magnitude(a, fmt) * factor) * scale
+                if y < lim:
+                    sub[k & (_LANES - 1), int(y)] += 1
+                else:
+                    n_def += 1
+            elif a == inf_bits:
+                n_inf += 1
+            else:
+                n_nan += 1
+        for u in range(_LANES):
+            for j in range(nbins):
+                counts[j] += sub[u, j]
+                sub[u, j] = 0
+    return _magnitude(top, fmt), n_nan, n_inf, n_def
 
 
 @_njit
@@ -94,80 +165,6 @@ def _level_bounds(i, nq, grouping, bounds):
         for k in range(nq):
             bounds[k] = (k * i + nq - 1) // nq
     bounds[nq] = i
-
-
-_CHUNK = 1 << 16  # elements per parallel work item of fill_within
-
-
-@_njit
-def _fill_span(x, lo, hi, sub, scale, nbins):
-    """Bin x[lo:hi] (|x| * scale < nbins) into sub; return (max, nan, inf, deferred) of the span.
-
-    Values whose bin index would be nbins or more (the range's top value, anything above the
-    range, or inf) are not binned but counted as deferred: the caller bins them once it knows
-    whether the range grows.
-    """
-    m = 0.0
-    n_nan = 0
-    n_inf = 0
-    n_def = 0
-    for k in range(lo, hi):
-        a = abs(np.float64(x[k]))
-        y = a * scale
-        if y < nbins:
-            sub[int(y)] += 1
-            m = a if a > m else m
-        elif a != a:
-            n_nan += 1
-        elif a == np.inf:
-            n_inf += 1
-        else:
-            n_def += 1
-            m = a if a > m else m
-    return m, n_nan, n_inf, n_def
-
-
-@_njit_parallel
-def fill_within(x, counts, upper):
-    """One pass over x: bin |x| on [0, upper) into counts; return (max, nan, inf, deferred).
-
-    `counts` must be zero on entry (the caller adds it to the histogram only if the batch is
-    accepted). Deferred values (index >= num_bins) are left for :func:`accumulate_above`.
-    Work is split in chunks of 64k elements run in parallel, each with private counts.
-    """
-    nbins = counts.size
-    scale = np.float64(nbins) / np.float64(upper)
-    n = x.size
-    nchunks = (n + _CHUNK - 1) // _CHUNK
-    subs = np.zeros((nchunks, nbins), np.int64)
-    stats = np.zeros((nchunks, 4), np.float64)
-    for c in numba.prange(nchunks):
-        m, n_nan, n_inf, n_def = _fill_span(
-            x, c * _CHUNK, min(n, (c + 1) * _CHUNK), subs[c], scale, nbins
-        )
-        stats[c, 0] = m
-        stats[c, 1] = n_nan
-        stats[c, 2] = n_inf
-        stats[c, 3] = n_def
-    m = 0.0
-    for c in range(nchunks):
-        m = max(m, stats[c, 0])
-        for b in range(nbins):
-            counts[b] += subs[c, b]
-    return m, int(stats[:, 1].sum()), int(stats[:, 2].sum()), int(stats[:, 3].sum())
-
-
-@_njit
-def accumulate_above(x, counts, upper, previous):
-    """Bin, on [0, upper), the finite values that fill_within deferred at range `previous`."""
-    nbins = counts.size
-    last = nbins - 1
-    old = np.float64(nbins) / np.float64(previous)
-    scale = np.float64(nbins) / np.float64(upper)
-    for v in x:
-        a = abs(np.float64(v))
-        if a * old >= nbins and a < np.inf:
-            counts[min(int(a * scale), last)] += 1
 
 
 @_njit

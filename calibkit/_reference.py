@@ -9,57 +9,83 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._kernels import GROUP_FLOOR, GROUP_FRACTIONAL, GROUP_PROPORTIONAL
-
 __all__ = [
+    "FMT_BFLOAT16",
+    "FMT_FLOAT16",
+    "FMT_FLOAT32",
+    "FMT_FLOAT64",
     "GROUP_FLOOR",
     "GROUP_FRACTIONAL",
     "GROUP_PROPORTIONAL",
-    "accumulate",
-    "accumulate_above",
-    "fill_within",
+    "bin_clamped",
+    "bin_values",
     "kl_sweep_fast",
     "kl_sweep_general",
     "mse_sweep",
     "scan",
 ]
 
+# Grouping codes shared with _kernels.py and selectors.py.
+GROUP_PROPORTIONAL = 0  # bin j of i kept bins -> level floor(nq * j / i)  (TensorRT, candidate A)
+GROUP_FLOOR = 1  # i // nq bins per level, remainder to the last level (MXNet / ORT / slides)
+GROUP_FRACTIONAL = 2  # levels of width i / nq with fractional overlap (ncnn, candidate B)
 
-def scan(x):
-    """Return (max finite |x|, number of NaN, number of +-inf) of a 1-D float array."""
-    a = np.abs(x.astype(np.float64))
+# Input formats: the kernels read the raw bits (an unsigned-integer view) of these.
+FMT_FLOAT16 = 0
+FMT_BFLOAT16 = 1
+FMT_FLOAT32 = 2
+FMT_FLOAT64 = 3
+
+
+def magnitudes(bits, fmt):
+    """|x| as float64 from the raw bits of x, through NumPy's own conversions."""
+    if fmt == FMT_FLOAT16:
+        x = bits.view(np.float16)
+    elif fmt == FMT_BFLOAT16:
+        x = (bits.astype(np.uint32) << 16).view(np.float32)
+    elif fmt == FMT_FLOAT32:
+        x = bits.view(np.float32)
+    else:
+        x = bits.view(np.float64)
+    return np.abs(x.astype(np.float64))
+
+
+def scan(bits, fmt, mask, inf_bits):
+    """Return (max finite |x|, number of NaN, number of +-inf) of raw float bits."""
+    a = magnitudes(bits, fmt)
     finite = a[np.isfinite(a)]
     m = float(finite.max()) if finite.size else 0.0
     return m, int(np.isnan(a).sum()), int(np.isinf(a).sum())
 
 
-def accumulate(x, counts, upper):
-    """Add |x| to `counts` (equal bins on [0, upper)); values >= upper land in the last bin."""
-    a = np.abs(x.astype(np.float64))
+def bin_clamped(bits, fmt, mask, inf_bits, counts, factor, scale):
+    """Bin every |x| at min(int((|x| * factor) * scale), last); return (max |x|, clean).
+
+    clean is False (and `counts` untouched) when the batch holds inf or NaN.
+    """
+    a = magnitudes(bits, fmt)
+    if not np.isfinite(a).all():
+        return 0.0, False
+    with np.errstate(over="ignore"):  # far above a tiny range: inf, clamped to the last bin
+        y = (a * np.float64(factor)) * np.float64(scale)
+    idx = np.minimum(y, counts.size - 1).astype(np.int64)
+    counts += np.bincount(idx, minlength=counts.size)
+    return (float(a.max()) if a.size else 0.0), True
+
+
+def bin_values(bits, fmt, mask, inf_bits, counts, factor, scale):
+    """Bin every finite |x| at int((|x| * factor) * scale) below counts.size; defer the rest.
+
+    Returns (max finite |x|, number of NaN, number of +-inf, number deferred).
+    """
+    a = magnitudes(bits, fmt)
+    m, n_nan, n_inf = scan(bits, fmt, mask, inf_bits)
     a = a[np.isfinite(a)]
-    idx = (a * (np.float64(counts.size) / np.float64(upper))).astype(np.int64)
-    counts += np.bincount(np.minimum(idx, counts.size - 1), minlength=counts.size)
-
-
-def fill_within(x, counts, upper):
-    """One pass over x: bin |x| on [0, upper) into counts; return (max, nan, inf, deferred)."""
-    a = np.abs(x.astype(np.float64))
-    with np.errstate(over="ignore", invalid="ignore"):  # inf and NaN count as outside
-        y = a * (np.float64(counts.size) / np.float64(upper))
-        inside = y < counts.size
+    with np.errstate(over="ignore"):  # above a tiny range |x| * factor may overflow: deferred
+        y = (a * np.float64(factor)) * np.float64(scale)
+    inside = y < counts.size
     counts += np.bincount(y[inside].astype(np.int64), minlength=counts.size)
-    finite = np.isfinite(a)
-    m = float(a[finite].max()) if finite.any() else 0.0
-    deferred = int((finite & ~inside).sum())
-    return m, int(np.isnan(a).sum()), int(np.isinf(a).sum()), deferred
-
-
-def accumulate_above(x, counts, upper, previous):
-    """Bin, on [0, upper), the finite values that fill_within deferred at range `previous`."""
-    a = np.abs(x.astype(np.float64))
-    with np.errstate(over="ignore", invalid="ignore"):  # a scaled value may overflow to inf
-        above = a * (np.float64(counts.size) / np.float64(previous)) >= counts.size
-    accumulate(a[np.isfinite(a) & above], counts, upper)
+    return m, n_nan, n_inf, int((~inside).sum())
 
 
 def _levels(i, nq, grouping):

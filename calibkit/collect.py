@@ -13,9 +13,8 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from . import _kernels as _impl
-from .errors import NonFiniteError
-from .histogram import NAN_POLICIES, Histogram, _as_float_vector
+from .errors import HistogramRangeError, NonFiniteError
+from .histogram import NAN_POLICIES, Histogram, max_abs
 
 __all__ = ["HistogramCollector", "MaxCollector"]
 
@@ -89,19 +88,29 @@ class HistogramCollector:
         return self
 
     def update(self, batch: Mapping[str, np.ndarray]) -> HistogramCollector:
-        """Add one batch (tensor name -> array of any shape); returns self."""
+        """Add one batch (tensor name -> array of any shape); returns self.
+
+        All or nothing: every tensor is binned first and the histograms change only once all
+        succeeded, so an error (NaN in one tensor) leaves every histogram as it was.
+        """
         _check_mapping(batch)
         index = self.n_batches_
+        staged = []
         for name, x in batch.items():
             hist = self.histograms_.get(name)
             if hist is None:
                 upper = None if self.ranges is None else self.ranges.get(name)
-                hist = self.histograms_[name] = Histogram(self.num_bins, upper)
+                hist = Histogram(self.num_bins, upper)
             try:
-                hist.fill(x, nan_policy=self.nan_policy)
-            except (NonFiniteError, TypeError) as err:
+                update = hist._stage(x, self.nan_policy)
+            except (NonFiniteError, HistogramRangeError, TypeError) as err:
                 msg = f"{_where(name, index)}: {err}"
                 raise type(err)(msg) from err
+            staged.append((name, hist, update))
+        for name, hist, update in staged:
+            self.histograms_.setdefault(name, hist)
+            if update is not None:
+                hist._commit(update)
         self.n_batches_ += 1
         return self
 
@@ -138,17 +147,19 @@ class MaxCollector:
         """Add one batch (tensor name -> array); returns self."""
         _check_mapping(batch)
         index = self.n_batches_
+        found: dict[str, float] = {}
         for name, x in batch.items():
             try:
-                flat = _as_float_vector(x)
+                m, n_nan, n_inf = max_abs(x)
             except TypeError as err:
                 msg = f"{_where(name, index)}: {err}"
                 raise TypeError(msg) from err
-            m, n_nan, n_inf = _impl.scan(flat) if flat.size else (0.0, 0, 0)
             if n_nan and self.nan_policy == "raise":
-                msg = f"{_where(name, index)}: {n_nan} NaN value(s) in a batch of {flat.size}"
+                size = np.size(x)
+                msg = f"{_where(name, index)}: {n_nan} NaN value(s) in a batch of {size}"
                 raise NonFiniteError(msg)
-            m = math.inf if n_inf else float(m)
+            found[name] = math.inf if n_inf else m
+        for name, m in found.items():  # all or nothing, as HistogramCollector.update
             self.amax_[name] = max(self.amax_.get(name, 0.0), m)
         self.n_batches_ += 1
         return self

@@ -10,6 +10,7 @@ __all__ = [
     "CacheFormatError",
     "CalibkitError",
     "HistogramMergeError",
+    "HistogramRangeError",
     "MissingDependencyError",
     "ModelFormatError",
     "NonFiniteError",
@@ -32,6 +33,10 @@ class NonFiniteError(CalibkitError, ValueError):
 
 class HistogramMergeError(CalibkitError, ValueError):
     """Two histograms cannot be merged exactly (bin counts or ranges incompatible)."""
+
+
+class HistogramRangeError(CalibkitError, ValueError):
+    """A value would grow a histogram's range past the largest float64."""
 
 
 class CacheFormatError(CalibkitError, ValueError):

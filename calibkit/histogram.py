@@ -10,15 +10,106 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import numpy as np
 
-from . import _kernels as _impl
-from .errors import HistogramMergeError, NonFiniteError
+from . import _reference as _codes
+from .errors import HistogramMergeError, HistogramRangeError, NonFiniteError
 
-__all__ = ["NAN_POLICIES", "Histogram", "fold"]
+__all__ = ["NAN_POLICIES", "Histogram", "bin_scale", "fold", "max_abs", "raw_bits"]
 
 NAN_POLICIES = ("raise", "skip")
+
+
+class _Kernels:
+    """The Numba kernels, imported on first use: commands that never bin never load Numba."""
+
+    def __getattr__(self, name: str):
+        from . import _kernels
+
+        return getattr(_kernels, name)
+
+
+_impl = _Kernels()  # tests swap in the NumPy twins (calibkit._reference) here
+
+# dtype -> (kernel format code, unsigned view, mask clearing the sign bit, bits of +inf)
+_FORMATS = {
+    np.dtype(np.float16): (_codes.FMT_FLOAT16, np.uint16, 0x7FFF, 0x7C00),
+    np.dtype(np.float32): (_codes.FMT_FLOAT32, np.uint32, 0x7FFF_FFFF, 0x7F80_0000),
+    np.dtype(np.float64): (_codes.FMT_FLOAT64, np.uint64, 0x7FFF_FFFF_FFFF_FFFF, 0x7FF << 52),
+}
+_BFLOAT16 = (_codes.FMT_BFLOAT16, np.uint16, 0x7FFF, 0x7F80)
+_NORMAL_RANGE = 2.0**-1000  # below it num_bins / upper overflows: bin_scale rescales
+
+
+def raw_bits(x: np.ndarray | Iterable[float]) -> tuple[np.ndarray, int, int, int]:
+    """Return the flat unsigned-integer view of a float array and how the kernels read it.
+
+    float16, float32, float64 and bfloat16 (``ml_dtypes.bfloat16``, as ONNX hands it over) are
+    read as they are, without a conversion copy; other floating types are converted to float64.
+    Returns ``(bits, format code, sign-clearing mask, bits of +inf)``.
+    """
+    arr = np.asarray(x)
+    fmt = _FORMATS.get(arr.dtype)
+    if fmt is None and arr.dtype.name == "bfloat16" and arr.dtype.itemsize == 2:
+        fmt = _BFLOAT16
+    if fmt is None:
+        if not np.issubdtype(arr.dtype, np.floating):
+            msg = f"expected a floating-point array, got dtype {arr.dtype}"
+            raise TypeError(msg)
+        arr, fmt = arr.astype(np.float64), _FORMATS[np.dtype(np.float64)]
+    code, view, mask, inf_bits = fmt
+    bits = np.ascontiguousarray(arr).reshape(-1).view(view)
+    return bits, code, view(mask), view(inf_bits)
+
+
+def bin_scale(upper: float, num_bins: int) -> tuple[float, float]:
+    """Return ``(factor, scale)``: |x| lands in bin ``int((|x| * factor) * scale)``.
+
+    ``factor`` is 1 (the bin index is ``|x| * (num_bins / upper)`` in float64, as TensorRT's
+    evidence requires) unless the range is so small that ``num_bins / upper`` would overflow;
+    then it is the power of two that brings ``upper`` near 1, which changes no index (products
+    with a power of two are exact) and keeps every value counted.
+    """
+    if upper >= _NORMAL_RANGE:
+        return 1.0, float(np.float64(num_bins) / np.float64(upper))
+    _, exp = math.frexp(upper)
+    factor = math.ldexp(1.0, min(-exp, 1023))
+    return factor, float(np.float64(num_bins) / (np.float64(upper) * factor))
+
+
+def max_abs(x: np.ndarray) -> tuple[float, int, int]:
+    """Return (max finite |x|, number of NaN, number of +-inf) of a float array, in one pass."""
+    bits, fmt, mask, inf_bits = raw_bits(x)
+    if bits.size == 0:
+        return 0.0, 0, 0
+    m, n_nan, n_inf = _impl.scan(bits, fmt, mask, inf_bits)
+    return float(m), int(n_nan), int(n_inf)
+
+
+def _grown(upper: float, value: float) -> tuple[float, int]:
+    """Return the range after doubling `upper` (k times) until `value` fits, and k."""
+    k = 0
+    while upper < value:
+        upper *= 2.0  # exact in binary floating point
+        k += 1
+    if math.isinf(upper):
+        msg = f"|x| = {value!r} grows the histogram range past the float64 maximum"
+        raise HistogramRangeError(msg)
+    return upper, k
+
+
+@dataclass
+class _Update:
+    """One batch binned but not yet added: what :meth:`Histogram._commit` applies."""
+
+    counts: np.ndarray  # the batch's counts at range `upper`
+    upper: float
+    doublings: int  # the existing counts fold by 2**doublings first
+    max_abs: float
+    num_nan: int
+    num_inf: int
 
 
 def fold(counts: np.ndarray, factor: int) -> np.ndarray:
@@ -128,56 +219,76 @@ class Histogram:
         ------
         NonFiniteError
             If `x` holds NaN and `nan_policy` is ``"raise"`` (``"skip"`` counts them instead).
+        HistogramRangeError
+            If a value would grow the range past the float64 maximum.
         TypeError
             If `x` is not a floating-point array.
+        """
+        update = self._stage(x, nan_policy)
+        if update is not None:
+            self._commit(update)
+        return self
+
+    def _stage(self, x: np.ndarray, nan_policy: str) -> _Update | None:
+        """Bin a batch into new counts without changing the histogram (None: empty batch).
+
+        Every batch is binned at its final range. The first sets the range, so its max comes
+        first (a vectorised integer max of the bits). A later batch is binned in one pass at
+        the current range while its max is taken; the rare batch that grows the range (or holds
+        inf or NaN) is binned again. Binning at the grown range equals binning at the old range and
+        merging bins, as TensorRT does (docs/algorithms.md): the ranges differ by a power of
+        two, so ``int(|x| * scale) >> k == int(|x| * scale / 2**k)``.
         """
         if nan_policy not in NAN_POLICIES:
             msg = f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}"
             raise ValueError(msg)
-        flat = _as_float_vector(x)
-        if flat.size == 0:
-            return self
-        if self.upper == 0.0:  # no range yet: it comes from this batch's max, so two passes
-            m, n_nan, n_inf = _impl.scan(flat)
-            self._accept(flat.size, m, n_nan, n_inf, nan_policy)
+        bits, fmt, mask, inf_bits = raw_bits(x)
+        if bits.size == 0:
+            return None
+        counts = np.zeros(self.num_bins, np.int64)
+        upper, doublings = self.upper, 0
+        if upper == 0.0:  # no range yet: it comes from this batch's max, taken first
+            m, n_nan, n_inf = _impl.scan(bits, fmt, mask, inf_bits)
+            _check_nan(n_nan, bits.size, nan_policy)
             if m == 0.0:  # only zeros so far: they belong in bin 0 whatever the range becomes
-                self.counts[0] += flat.size - n_nan - n_inf
-                return self
-            self.upper = float(m)
-            _impl.accumulate(flat, self.counts, self.upper)
-            return self
-        # One pass bins everything below the range into scratch counts (kept only if the batch
-        # is accepted) and defers the rest; after a growth the bins fold exactly and only the
-        # deferred values are binned again, at the new range (docs/algorithms.md).
-        scratch = np.zeros(self.num_bins, np.int64)
-        m, n_nan, n_inf, n_deferred = _impl.fill_within(flat, scratch, self.upper)
-        self._accept(flat.size, m, n_nan, n_inf, nan_policy)
-        self.counts += scratch
-        if m > self.upper:
-            previous = self.upper
-            self._grow(m)
-            _impl.accumulate_above(flat, self.counts, self.upper, previous)
-        elif n_deferred:  # values at the top of the range: the last bin, as TensorRT does
-            self.counts[-1] += n_deferred
-        return self
+                counts[0] = bits.size - n_nan - n_inf
+                return _Update(counts, 0.0, 0, 0.0, n_nan, n_inf)
+            upper = float(m)
+            clean = not (n_nan or n_inf)
+        else:  # bin at the current range, taking the max on the way
+            m, clean = _impl.bin_clamped(
+                bits, fmt, mask, inf_bits, counts, *bin_scale(upper, self.num_bins)
+            )
+            n_nan = n_inf = 0
+            if not clean:  # inf or NaN: count them, and bin exactly around them
+                counts[:] = 0
+                m, n_nan, n_inf, deferred = _impl.bin_values(
+                    bits, fmt, mask, inf_bits, counts, *bin_scale(upper, self.num_bins)
+                )
+                _check_nan(n_nan, bits.size, nan_policy)
+                counts[-1] += deferred  # at the top of the range: the last bin, as TensorRT
+            if m <= upper:
+                return _Update(counts, upper, 0, float(m), int(n_nan), int(n_inf))
+            upper, doublings = _grown(upper, float(m))
+            counts[:] = 0
+        # bin the batch at its final range (the first batch, or one that grew the range)
+        scale = bin_scale(upper, self.num_bins)
+        if clean:
+            _impl.bin_clamped(bits, fmt, mask, inf_bits, counts, *scale)
+        else:
+            *_, deferred = _impl.bin_values(bits, fmt, mask, inf_bits, counts, *scale)
+            counts[-1] += deferred
+        return _Update(counts, upper, doublings, float(m), int(n_nan), int(n_inf))
 
-    def _accept(self, size: int, m: float, n_nan: int, n_inf: int, nan_policy: str) -> None:
-        """Apply the NaN policy to a scanned batch, then record its max, NaN and inf counts."""
-        if n_nan and nan_policy == "raise":
-            msg = f"{n_nan} NaN value(s) in a batch of {size}"
-            raise NonFiniteError(msg)
-        self.num_nan += int(n_nan)
-        self.num_inf += int(n_inf)
-        self.max_abs = max(self.max_abs, float(m))
-
-    def _grow(self, value: float) -> None:
-        """Double the range (k times) until `value` fits, merging runs of 2**k bins."""
-        k, upper = 0, self.upper
-        while upper < value:
-            upper *= 2.0  # exact in binary floating point
-            k += 1
-        self.counts = fold(self.counts, 2**k)  # fold caps the run at num_bins
-        self.upper = upper
+    def _commit(self, update: _Update) -> None:
+        """Add a staged batch: fold the existing counts to its range, then add its counts."""
+        if update.doublings:
+            self.counts = fold(self.counts, 2**update.doublings)  # fold caps the run at num_bins
+        self.counts += update.counts
+        self.upper = max(self.upper, update.upper)
+        self.max_abs = max(self.max_abs, update.max_abs)
+        self.num_nan += update.num_nan
+        self.num_inf += update.num_inf
 
     # -- views -----------------------------------------------------------------------------
 
@@ -264,12 +375,7 @@ class Histogram:
         )
 
 
-def _as_float_vector(x: np.ndarray | Iterable[float]) -> np.ndarray:
-    """Return `x` as a contiguous 1-D float32/float64 array (float16 widened to float32)."""
-    arr = np.asarray(x)
-    if not np.issubdtype(arr.dtype, np.floating):
-        msg = f"expected a floating-point array, got dtype {arr.dtype}"
-        raise TypeError(msg)
-    if arr.dtype not in (np.float32, np.float64):
-        arr = arr.astype(np.float32)
-    return np.ascontiguousarray(arr).reshape(-1)
+def _check_nan(n_nan: int, size: int, nan_policy: str) -> None:
+    if n_nan and nan_policy == "raise":
+        msg = f"{n_nan} NaN value(s) in a batch of {size}"
+        raise NonFiniteError(msg)

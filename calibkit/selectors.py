@@ -21,9 +21,11 @@ from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
 
-from . import _kernels as _impl
+from . import _reference as _codes
 from .errors import SelectorError
-from .histogram import Histogram
+from .histogram import Histogram, _Kernels
+
+_impl = _Kernels()  # the Numba kernels, loaded on first use (tests swap in the twins)
 
 __all__ = [
     "ALIASES",
@@ -102,9 +104,9 @@ class HeaderAlgorithmWarning(UserWarning):
 
 _OFFSETS = {"center": 0.5, "edge": 0.0, "last-center": -0.5}
 _GROUPINGS = {
-    "proportional": _impl.GROUP_PROPORTIONAL,
-    "floor": _impl.GROUP_FLOOR,
-    "fractional": _impl.GROUP_FRACTIONAL,
+    "proportional": _codes.GROUP_PROPORTIONAL,
+    "floor": _codes.GROUP_FLOOR,
+    "fractional": _codes.GROUP_FRACTIONAL,
 }
 
 
@@ -266,7 +268,7 @@ class EntropySelector:
             self.spread == "nonzero",
             self.normalization == "total",
         )
-        if group != _impl.GROUP_FRACTIONAL and self.smoothing == 0 and self.precision == "float64":
+        if group != _codes.GROUP_FRACTIONAL and self.smoothing == 0 and self.precision == "float64":
             d = _impl.kl_sweep_fast(*args)
         else:
             d = _impl.kl_sweep_general(*args, float(self.smoothing), self.precision == "float32")

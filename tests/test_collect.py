@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 import calibkit as ck
+from calibkit import HistogramCollector, MaxCollector, NonFiniteError
 
 
 def test_histogram_collector_streams_each_tensor(rng):
@@ -84,3 +88,29 @@ def test_minmax_from_collector_matches_max_collector(rng):
         h.update(b)
         m.update(b)
     assert ck.MinMaxSelector().select(h.histograms_["t"]) == m.amax_["t"]
+
+
+@pytest.mark.parametrize("cls", [HistogramCollector, MaxCollector])
+def test_update_is_all_or_nothing_across_tensors(cls):
+    """A NaN in tensor b leaves tensor a as it was (no half-applied batch)."""
+    c = cls().update({"a": np.array([1.0, 2.0]), "b": np.array([1.0])})
+    before = copy.deepcopy(c.__dict__)
+    with pytest.raises(NonFiniteError, match="'b'"):
+        c.update({"a": np.array([100.0, 5.0]), "new": np.ones(3), "b": np.array([np.nan])})
+    after = c.__dict__
+    assert after.keys() == before.keys() and after["n_batches_"] == before["n_batches_"]
+    if cls is HistogramCollector:
+        assert list(after["histograms_"]) == ["a", "b"]
+        assert all(after["histograms_"][k] == before["histograms_"][k] for k in "ab")
+    else:
+        assert after["amax_"] == before["amax_"]
+
+
+def test_commands_that_never_bin_do_not_load_numba(tmp_path):
+    cache = tmp_path / "m.cache"
+    cache.write_text("TRT-10016-EntropyCalibration2\nx: 3c010a14\n")
+    code = (
+        "import sys; from calibkit.cli import main; main(['cache', 'show', sys.argv[1]]); "
+        "assert 'numba' not in sys.modules, 'numba was loaded'"
+    )
+    subprocess.run([sys.executable, "-c", code, str(cache)], check=True, capture_output=True)

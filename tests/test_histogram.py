@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
+
+try:
+    import ml_dtypes
+except ImportError:  # bfloat16 comes with onnx
+    ml_dtypes = None
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -140,9 +146,14 @@ def test_fixed_range_mode_is_order_independent(rng):
     assert grown[0] != grown[1]  # TensorRT's default mode does depend on the order
 
 
-def test_float16_is_widened_and_integers_are_refused():
-    h = ck.Histogram(8).fill(np.array([1.0, 0.5], np.float16))
-    assert h.total == 2
+def test_half_precision_is_read_exactly_and_integers_are_refused(impl, rng):
+    x = (rng.standard_normal(5000) * 3).astype(np.float32)
+    x[:3] = [6e-8, 1e-40, 65504.0]  # float16 subnormal, zero in float16, float16 max
+    for dtype in [np.float16, *([ml_dtypes.bfloat16] if ml_dtypes else [])]:
+        half = x.astype(dtype)
+        got = ck.Histogram(64).fill(half[:100]).fill(half)
+        want = ck.Histogram(64).fill(half[:100].astype(np.float64)).fill(half.astype(np.float64))
+        assert got == want, dtype
     with pytest.raises(TypeError, match="floating-point"):
         ck.Histogram(8).fill(np.array([1, 2]))
 
@@ -192,3 +203,83 @@ def test_growth_by_many_doublings_folds_everything_into_bin_zero(impl):
     h = ck.Histogram(8).fill(np.array([1e-30, 5e-31])).fill(np.array([1e30]))
     assert h.upper >= 1e30  # about 200 doublings: the fold factor far exceeds 8 bins
     assert h.counts.tolist() == [2, 0, 0, 0, 1, 0, 0, 0]
+
+
+def _one_by_one(batches, num_bins=64):
+    """The specification: each value binned at the final range of its batch, in Python."""
+    counts, upper = [0] * num_bins, 0.0
+    for batch in batches:
+        finite = [abs(float(v)) for v in batch if np.isfinite(v)]
+        m = max(finite, default=0.0)
+        if upper == 0.0:
+            upper = m
+        elif m > upper:
+            k = 0
+            while upper < m:
+                upper, k = upper * 2.0, k + 1
+            folded = [0] * num_bins
+            for j, c in enumerate(counts):
+                folded[j >> min(k, 62)] += c
+            counts = folded
+        factor, scale = ck.histogram.bin_scale(upper, num_bins) if upper else (0.0, 0.0)
+        for a in finite:
+            counts[min(int((a * factor) * scale), num_bins - 1)] += 1
+    return counts, upper
+
+
+magnitudes = st.sampled_from(
+    [5e-324, 1e-310, 1e-300, 1e-30, 1.0, 3.4e38, 1e154, 1e300]
+) | st.floats(-1e300, 1e300)
+
+
+@settings(
+    max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)  # `impl` swaps the module once per test; it holds no state between examples
+@given(batches=st.lists(st.lists(magnitudes, min_size=1, max_size=20), min_size=1, max_size=6))
+def test_every_value_counted_once_whatever_the_magnitude(impl, batches):
+    """Subnormal, tiny and huge ranges, thousands of doublings: nothing lost (issue 12)."""
+    h = ck.Histogram(64)
+    for batch in batches:
+        h.fill(np.array(batch, np.float64))
+    counts, upper = _one_by_one(batches)
+    assert h.total == sum(len(b) for b in batches)
+    assert h.counts.tolist() == counts and h.upper == upper
+
+
+def test_thousands_of_doublings_from_a_subnormal(impl):
+    h = ck.Histogram(2048).fill(np.array([5e-324, -5e-324, 0.0])).fill(np.array([1e300]))
+    assert h.total == 4 and h.counts[0] == 3 and h.upper >= 1e300
+    h = ck.Histogram(2048).fill(np.full(10, 1e-306)).fill(np.arange(2048) * 1e-306)
+    assert h.total == 2058
+
+
+def test_range_past_the_float64_maximum_is_an_error(impl):
+    h = ck.Histogram(8).fill(np.array([1.0]))
+    with pytest.raises(ck.errors.HistogramRangeError, match="float64 maximum"):
+        h.fill(np.array([1.7e308]))
+    assert h.total == 1 and h.upper == 1.0  # unchanged
+
+
+def test_all_denormal_tensor_is_not_all_zeros(impl):
+    x = np.array([1e-40, -3e-41, 0.0], np.float32)
+    h = ck.Histogram(2048).fill(x)
+    assert h.max_abs == float(np.float32(1e-40)) and h.upper > 0
+    assert h.counts[0] == 1 and h.counts[-1] == 1
+
+
+def test_threads_filling_their_own_histograms_equal_the_serial_result(rng):
+    """Kernels release the GIL and launch no parallel region: safe from any number of threads."""
+    data = [
+        [rng.standard_normal(50_000).astype(np.float32) * (k + 1) for k in range(8)]
+        for _ in range(4)
+    ]
+
+    def run(batches):
+        h = ck.Histogram()
+        for x in batches:
+            h.fill(x)
+        return h
+
+    with ThreadPoolExecutor(4) as pool:
+        threaded = list(pool.map(run, data))
+    assert threaded == [run(batches) for batches in data]

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -9,37 +12,120 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from calibkit import _kernels, _reference
+from calibkit.histogram import bin_scale, raw_bits
 
 values = st.floats(-1e4, 1e4, width=32) | st.sampled_from([np.nan, np.inf, -np.inf, 0.0])
+# adversarial magnitudes: subnormals, tiny and huge normals, the float32 maximum, edges
+wide = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
+    [5e-324, 1e-310, 1e-300, 2.0**-1000, 3.4e38, 1.7e308, 0.0, -0.0]
+)
 
 
-@settings(max_examples=200, deadline=None)
-@given(x=arrays(np.float32, st.integers(0, 300), elements=values))
-def test_scan_matches_reference(x):
-    assert _kernels.scan(x) == _reference.scan(x)
+def both(name, x, *args):
+    """Run kernel `name` and its twin on x's raw bits; return both results and both counts."""
+    bits, fmt, mask, inf_bits = raw_bits(x)
+    out = []
+    for module in (_kernels, _reference):
+        if args:
+            counts = np.zeros(args[0], np.int64)
+            result = getattr(module, name)(bits, fmt, mask, inf_bits, counts, *args[1:])
+            out.append((result, counts))
+        else:
+            out.append((getattr(module, name)(bits, fmt, mask, inf_bits), None))
+    return out
 
 
 @settings(max_examples=200, deadline=None)
 @given(
-    x=arrays(np.float32, st.integers(0, 300), elements=st.floats(-1e4, 1e4, width=32)),
+    x=arrays(
+        st.sampled_from([np.float16, np.float32, np.float64]), st.integers(0, 300), elements=values
+    )
+)
+def test_scan_matches_reference(x):
+    (fast, _), (slow, _) = both("scan", x)
+    assert fast == slow
+
+
+@settings(max_examples=200, deadline=None)
+@given(x=arrays(np.float64, st.integers(0, 200), elements=wide))
+def test_scan_matches_reference_on_any_float64(x):
+    (fast, _), (slow, _) = both("scan", x)
+    assert fast == slow
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    x=arrays(
+        st.sampled_from([np.float16, np.float32, np.float64]), st.integers(0, 300), elements=values
+    ),
+    upper=st.sampled_from([1.0, 3.0, 1e-3, 1e4, 5e-324, 1e-300, 1e300]),
+)
+def test_bin_values_matches_reference(x, upper):
+    with np.errstate(over="ignore"):  # the range itself, at the top (inf in float16: skipped)
+        x = np.concatenate([x, np.array([upper, -upper], np.float64).astype(x.dtype)])
+    (fast, cf), (slow, cs) = both("bin_values", x, 64, *bin_scale(upper, 64))
+    assert fast == slow
+    np.testing.assert_array_equal(cf, cs)
+    assert cf.sum() + fast[3] == np.isfinite(x).sum()  # every finite value once
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    x=arrays(
+        st.sampled_from([np.float16, np.float32, np.float64]),
+        st.integers(0, 300),
+        elements=st.floats(-1e4, 1e4, width=16),
+    ),
     upper=st.floats(1e-3, 1e4),
 )
-def test_accumulate_matches_reference(x, upper):
-    x = np.clip(x, -upper, upper).astype(np.float32)
-    fast, slow = np.zeros(64, np.int64), np.zeros(64, np.int64)
-    _kernels.accumulate(x, fast, upper)
-    _reference.accumulate(x, slow, upper)
-    np.testing.assert_array_equal(fast, slow)
+def test_bin_clamped_matches_reference(x, upper):
+    (fast, cf), (slow, cs) = both("bin_clamped", x, 64, *bin_scale(upper, 64))
+    assert fast == slow
+    np.testing.assert_array_equal(cf, cs)
+    assert cf.sum() == x.size
 
 
-def test_accumulate_float64_bin_arithmetic_at_edges():
+def test_bin_clamped_reports_non_finite():
+    x = np.array([1.0, np.nan, 2.0], np.float32)
+    (fast, _), (slow, _) = both("bin_clamped", x, 64, *bin_scale(4.0, 64))
+    assert fast[1] is False and slow[1] is False
+
+
+def test_bin_index_float64_arithmetic_at_edges():
     """Bin index = floor(float64(|x|) * (num_bins / upper)) in both: equal at exact edges."""
     upper = 3.0
     edges = (np.arange(2048) * (upper / 2048)).astype(np.float32)
-    fast, slow = np.zeros(2048, np.int64), np.zeros(2048, np.int64)
-    _kernels.accumulate(edges, fast, upper)
-    _reference.accumulate(edges, slow, upper)
+    (_, fast), (_, slow) = both("bin_clamped", edges, 2048, *bin_scale(upper, 2048))
     np.testing.assert_array_equal(fast, slow)
+    want = np.bincount(
+        np.minimum((np.abs(edges.astype(np.float64)) * (2048 / upper)).astype(np.int64), 2047),
+        minlength=2048,
+    )
+    np.testing.assert_array_equal(fast, want)
+
+
+def test_tiny_ranges_count_every_value_once():
+    """A range below ~1e-305 overflowed num_bins / upper to inf and lost counts (issue 12)."""
+    for upper in (5e-324, 1e-310, 1e-306, 1e-300):
+        x = np.array([upper, upper / 2, 0.0, -upper, upper * 0.999], np.float64)
+        (fast, cf), (_, cs) = both("bin_values", x, 2048, *bin_scale(upper, 2048))
+        np.testing.assert_array_equal(cf, cs)
+        assert cf.sum() + fast[3] == x.size
+
+
+@pytest.mark.parametrize("dtype", [np.float16, "bfloat16"])
+def test_half_precision_bits_decode_exactly(dtype):
+    """Every float16 / bfloat16 bit pattern decodes to the value NumPy (ml_dtypes) gives it."""
+    if dtype == "bfloat16":
+        ml_dtypes = pytest.importorskip("ml_dtypes")
+        dtype = ml_dtypes.bfloat16
+    every = np.arange(1 << 16, dtype=np.uint16).view(dtype)
+    with np.errstate(invalid="ignore"):  # NaN patterns
+        finite = every[np.isfinite(every.astype(np.float64))]
+    (fast, _), (slow, _) = both("scan", finite)
+    assert fast == slow == (float(np.abs(finite.astype(np.float64)).max()), 0, 0)
+    (fast, cf), (slow, cs) = both("bin_clamped", finite, 4096, *bin_scale(fast[0], 4096))
+    np.testing.assert_array_equal(cf, cs)
 
 
 def histograms():
@@ -60,7 +146,8 @@ def histograms():
             x = np.abs(np.concatenate([rng.normal(1, 0.05, 900), rng.normal(6, 0.1, 30)]))
         else:
             x = np.full(50, 2.0)
-        _reference.accumulate(x, h, float(x.max()))
+        bits, fmt, mask, inf_bits = raw_bits(x)
+        _reference.bin_clamped(bits, fmt, mask, inf_bits, h, *bin_scale(float(x.max()), 512))
         out.append(pytest.param(h, id=kind))
     return out
 
@@ -128,10 +215,14 @@ def test_slides_expansion_example():
     np.testing.assert_array_equal(out, q)
 
 
-def test_threading_layer_defaults_to_workqueue():
-    import numba
-
-    assert numba.config.THREADING_LAYER == "workqueue"
+def test_importing_calibkit_changes_no_numba_setting():
+    """No global state: the threading layer stays Numba's (or the user's) choice."""
+    code = (
+        "import numba; before = numba.config.THREADING_LAYER; import calibkit, numpy as np; "
+        "calibkit.Histogram().fill(np.ones(10, np.float32)); "
+        "assert numba.config.THREADING_LAYER == before, numba.config.THREADING_LAYER"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
 
 
 @settings(max_examples=60, deadline=None)
@@ -157,33 +248,3 @@ def test_kl_sweep_fast_matches_reference_on_random_histograms(
     np.testing.assert_array_equal(np.isfinite(fast), np.isfinite(slow))
     ok = np.isfinite(slow)
     np.testing.assert_allclose(fast[ok], slow[ok], rtol=1e-9, atol=1e-12)
-
-
-@settings(max_examples=200, deadline=None)
-@given(
-    x=arrays(np.float32, st.integers(0, 300), elements=values),
-    upper=st.sampled_from([1.0, 3.0, 1e-3, 1e4]),
-)
-def test_fill_within_matches_reference(x, upper):
-    x = np.where(np.abs(x) > 2 * upper, np.float32(upper), x).astype(np.float32)  # hit the top
-    fast, slow = np.zeros(64, np.int64), np.zeros(64, np.int64)
-    assert _kernels.fill_within(x, fast, upper) == _reference.fill_within(x, slow, upper)
-    np.testing.assert_array_equal(fast, slow)
-
-
-def test_fill_within_splits_work_in_chunks(rng):
-    """More than one 64k chunk: the per-chunk counts and statistics add up."""
-    x = rng.standard_normal(300_000).astype(np.float32)
-    x[[5, 70_000, 250_000]] = [np.nan, np.inf, 9.0]
-    fast, slow = np.zeros(2048, np.int64), np.zeros(2048, np.int64)
-    assert _kernels.fill_within(x, fast, 4.0) == _reference.fill_within(x, slow, 4.0)
-    np.testing.assert_array_equal(fast, slow)
-
-
-@settings(max_examples=100, deadline=None)
-@given(x=arrays(np.float32, st.integers(0, 300), elements=st.floats(-1e4, 1e4, width=32)))
-def test_accumulate_above_matches_reference(x):
-    fast, slow = np.zeros(64, np.int64), np.zeros(64, np.int64)
-    _kernels.accumulate_above(x, fast, 2e4, 1e2)
-    _reference.accumulate_above(x, slow, 2e4, 1e2)
-    np.testing.assert_array_equal(fast, slow)
