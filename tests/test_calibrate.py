@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 import textwrap
+import threading
 import warnings
 
 import numpy as np
@@ -72,6 +73,37 @@ def test_minmax_is_the_exact_max(cnn):
     assert result.cache.algorithm == "MinMaxCalibration"
     for name, hist in cnn[2].items():
         assert result.amax[name] == pytest.approx(hist.max_abs, rel=1e-6)
+
+
+def test_minmax_without_histograms_is_a_max_pass_with_the_same_cache(cnn, tmp_path):
+    full = _calibrate(cnn, algorithm="minmax")
+    lean = _calibrate(cnn, algorithm="minmax", histograms=False)
+    assert lean.histograms == {} and full.histograms  # no 2048-bin histogram was filled
+    assert lean.amax == full.amax
+    full.write(tmp_path / "full.cache", save_stats_file=False)
+    lean.write(tmp_path / "lean.cache", save_stats_file=False)
+    assert (tmp_path / "lean.cache").read_bytes() == (tmp_path / "full.cache").read_bytes()
+    with pytest.raises(ValueError, match="no histograms"):
+        lean.write(tmp_path / "x.cache")
+    assert not (tmp_path / "x.cache").exists()
+    # other algorithms need the histograms whatever the flag says
+    assert _calibrate(cnn, histograms=False).histograms.keys() == full.histograms.keys()
+
+
+def test_overlapped_and_sequential_runs_give_the_same_result(cnn):
+    ahead, serial = _calibrate(cnn, overlap=True), _calibrate(cnn, overlap=False)
+    assert ahead.histograms == serial.histograms and ahead.cache == serial.cache
+    assert ahead.settings.num_batches == serial.settings.num_batches == 3
+
+
+def test_an_error_while_binning_stops_the_inference_thread(cnn, rng, tmp_path):
+    x = rng.normal(size=(10, 3, 4, 4)).astype(np.float32)
+    x[9, 0, 0, 0] = np.nan  # the last batch: inference of earlier ones is already under way
+    np.save(tmp_path / "nan.npy", x)
+    before = threading.active_count()
+    with pytest.raises(ck.NonFiniteError, match="batch 2"):
+        calibrate_onnx(cnn[0], tmp_path / "nan.npy", trt_version="10.16", batch_size=BATCH)
+    assert threading.active_count() == before
 
 
 def test_settings_record_the_run(cnn):

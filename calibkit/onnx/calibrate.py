@@ -23,6 +23,7 @@ import math
 import os
 import re
 import sys
+import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -33,8 +34,8 @@ import numpy as np
 from .. import __version__
 from .._optional import require
 from ..cache.format import CalibrationCache, hex_from_scale, parse_trt_version, write_cache
-from ..collect import HistogramCollector
-from ..histogram import Histogram
+from ..collect import HistogramCollector, MaxCollector
+from ..histogram import Histogram, max_abs
 from ..pipeline import (
     DEFAULT_SHARE_SCALES,
     ScaleResult,
@@ -45,7 +46,7 @@ from ..pipeline import (
 from ..rules.names import CacheNames, constant_values, trt_cache_names
 from ..rules.sharing import SharingResult
 from ..scale import scale_from_amax
-from ..selectors import Selector, as_selector
+from ..selectors import MinMaxSelector, Selector, as_selector
 from ..stats import StatsSettings, default_stats_path, save_stats
 from ..text import format_table
 from .model import OnnxModel
@@ -130,6 +131,9 @@ class CalibrationResult:
 
         Returns the statistics path, or None when `save_stats_file` is False.
         """
+        if save_stats_file and not self.histograms:
+            msg = "no histograms were collected (histograms=False): nothing to save as statistics"
+            raise ValueError(msg)
         write_cache(cache_path, self.cache)
         if not save_stats_file:
             return None
@@ -194,6 +198,8 @@ def calibrate_onnx(
     calibration_shapes: Mapping[str, Sequence[int]] | None = None,
     names: str = "trt",
     header_algorithm: str | None = None,
+    histograms: bool = True,
+    overlap: bool = True,
 ) -> CalibrationResult:
     """Calibrate an ONNX model on the CPU the way TensorRT's calibrator would.
 
@@ -231,6 +237,15 @@ def calibrate_onnx(
     header_algorithm : str, optional
         Cache header word instead of the selector's TensorRT calibrator; see
         :func:`calibkit.selectors.header_algorithm`.
+    histograms : bool
+        Collect the histograms (needed to save the statistics, and by every algorithm but
+        ``minmax``). With False and ``minmax`` only the running max |x| is kept: a max pass,
+        several times cheaper than 2048-bin histograms, the same cache; the result then holds
+        no histograms.
+    overlap : bool
+        Bin one batch's activations while onnxruntime computes the next (two batches of
+        activations in memory instead of one; onnxruntime's idle threads do not spin); False
+        runs them one after the other.
 
     Returns
     -------
@@ -260,6 +275,7 @@ def calibrate_onnx(
         max_tensors_per_run=max_tensors_per_run,
         optimization=optimization,
         num_threads=num_threads,
+        spinning=not overlap,  # binning runs beside inference: no thread may spin on a core
     )
     if not isinstance(data, DataSource):
         data = open_data(
@@ -271,21 +287,32 @@ def calibrate_onnx(
             seed=seed,
             preprocess=preprocess,
         )
-    collector = HistogramCollector(num_bins, nan_policy=nan_policy)
+    max_only = not histograms and isinstance(selector, MinMaxSelector)
+    collector: HistogramCollector | MaxCollector
+    if max_only:  # TensorRT's MinMax needs the max |x| only: no histogram is filled
+        collector = MaxCollector(nan_policy=nan_policy)
+    else:
+        collector = HistogramCollector(num_bins, nan_policy=nan_policy)
     collect_seconds = 0.0
     tqdm = require("tqdm", "The calibration progress bar").tqdm
     shown = None if progress else True  # None: tqdm shows the bar only on a terminal
     batches = data if not calibration_shapes else at_calibration_shapes(data, calibration_shapes)
     with tqdm(total=data.num_samples, unit="sample", disable=shown, file=sys.stderr) as bar:
         feed = _Feed(batches, bar, data.description)
-        for activations in source.run(feed):
+        runs = source.run(feed)
+        for activations in _ahead(runs) if overlap else runs:
             t0 = time.perf_counter()
             collector.update(activations)
             collect_seconds += time.perf_counter() - t0
-            del activations  # keep one batch of activations alive, not two
+            del activations  # the next batch is being computed: keep two alive, not three
     if not feed.num_samples:
         msg = f"{data.description}: no calibration samples"
         raise ValueError(msg)
+    # what the selector reads per tensor: a histogram, or (max only) the running max |x|,
+    # which MinMaxSelector.select takes as it is
+    statistics: dict = (
+        dict(collector.amax_) if isinstance(collector, MaxCollector) else collector.histograms_
+    )
     graph = model.graph
     lines = None
     if trt_names:
@@ -301,7 +328,11 @@ def calibrate_onnx(
         # TensorRT calibrates a constant like an activation that is the same in every batch;
         # one copy gives the same threshold (scaling all counts changes no KL minimum)
         for name, values in constant_values(model, cache_names).items():
-            hist = collector.histograms_[name] = Histogram(num_bins)
+            if max_only:
+                m, _, n_inf = max_abs(np.asarray(values, np.float32))
+                statistics[name] = math.inf if n_inf else m
+                continue
+            hist = statistics[name] = Histogram(num_bins)
             hist.fill(np.asarray(values, np.float32), nan_policy=nan_policy)
         lines = cache_names.lines
         if cache_names.unknown:
@@ -312,7 +343,7 @@ def calibrate_onnx(
             )
     t0 = time.perf_counter()
     selection = select_scales(
-        collector.histograms_,
+        statistics,
         selector,
         graph=graph,
         trt_version=trt_version,
@@ -353,9 +384,61 @@ def calibrate_onnx(
         "select": select_seconds,
         "total": time.perf_counter() - start,
     }
-    return CalibrationResult(
-        collector.histograms_, selection.amax, cache, settings, feed.ranges, seconds, selection
-    )
+    kept = {} if max_only else statistics
+    return CalibrationResult(kept, selection.amax, cache, settings, feed.ranges, seconds, selection)
+
+
+def _ahead(items: Iterator):
+    """Yield from `items`, computing the next item in a thread while the caller uses this one.
+
+    onnxruntime and the histogram kernels release the GIL, so inference and binning overlap.
+    At most two items are alive: the next is started only once the caller is done with the
+    previous one. An exception in the thread is raised here, in the caller's thread.
+    """
+    ready: list = []
+    cond = threading.Condition()
+    state: dict = {"taken": 0, "made": 0, "done": False, "error": None, "stop": False}
+
+    def produce() -> None:
+        try:
+            for item in items:
+                with cond:
+                    ready.append(item)
+                    del item
+                    state["made"] += 1
+                    cond.notify_all()
+                    # compute the next one only once the caller is done with the one before
+                    cond.wait_for(lambda: state["stop"] or state["made"] - state["taken"] <= 1)
+                    if state["stop"]:
+                        return
+        except BaseException as err:  # noqa: BLE001  (handed to the caller's thread, re-raised)
+            state["error"] = err
+        with cond:
+            state["done"] = True
+            cond.notify_all()
+
+    thread = threading.Thread(target=produce, name="calibkit-inference", daemon=True)
+    thread.start()
+    try:
+        while True:
+            with cond:
+                cond.wait_for(lambda: ready or state["done"])
+                if not ready:
+                    break
+                item = ready.pop(0)
+            yield item
+            del item
+            with cond:
+                state["taken"] += 1
+                cond.notify_all()
+    finally:
+        with cond:
+            state["stop"] = True
+            cond.notify_all()
+        thread.join()
+        ready.clear()
+    if state["error"] is not None:
+        raise state["error"]
 
 
 def _version_of(module: str) -> str | None:
