@@ -1,29 +1,31 @@
-"""ONNX calibration on the CPU: calibkit against onnxruntime, speed and peak memory (issue #4).
+"""ONNX calibration on the CPU, end to end: calibkit against its peers, each in its own process.
 
 Run (from the repository root)::
 
     CALIBKIT_MODEL_CACHE=/path/to/models python benchmarks/onnx_calibration.py \
-        [--samples 200] [--rss-samples 500] [--baseline-samples 32] [--batch-size 8]
+        [--models efficientnet,minilm] [--samples 64,256] [--batch-size 8] [--modelopt PYTHON]
 
-The model is EfficientNet-Lite0 from benchmarks/models.py (exported once by
-``bash benchmarks/prepare_models.sh``) on random crops of real photos; without it (``--synthetic``
-or no torch) a synthetic CNN of similar activation volume on random data. Every measurement runs
-in its own subprocess, so peak RSS is that of one job; all rows come from the same run.
+Models: EfficientNet-Lite0 on random crops of real photos and all-MiniLM-L6-v2 on real sentences
+(benchmarks/models.py; ``bash benchmarks/prepare_models.sh`` exports them once). Every job runs
+in its own subprocess on the same samples (saved once as .npz), so its peak RSS is its own; all
+rows of a table come from the same run. One table per run, one row per job:
 
-Rows:
-1. calibkit ``calibrate_onnx`` (entropy2, 2048 bins) on `--samples` samples: total time, and its
-   own cost (histogram collection + selection) against the onnxruntime inference time inside the
-   same run (issue target: <= 10 %).
-2. calibkit on `--rss-samples` samples read from a folder of per-sample files: peak RSS
-   (target <= 2 GB; memory must not grow with the number of samples).
-3. calibkit and onnxruntime's ``HistogramCalibrater`` (Entropy, ``num_bins=2048`` through
-   ``extra_options``, as ``quantize_static`` drives it: one ``collect_data`` over all batches) on
-   the same `--baseline-samples` samples: time and peak RSS ratios (targets >= 10x faster,
-   <= 1/5 of the RSS). onnxruntime keeps every batch's activations until ``collect_data`` ends
-   (~50 MB per EfficientNet-Lite0 sample), so its sample count is kept small by default.
-   Plain onnxruntime inference of the unmodified model on the same samples, for scale.
-4. onnxruntime's peak RSS at half the baseline samples too: the growth per sample, and the RSS
-   it would need for `--samples` (extrapolated, labelled so), against calibkit's measured one.
+- onnxruntime inference of the unmodified model (the floor every calibrator pays);
+- calibkit ``calibrate_onnx`` entropy2 (2048 bins): binning overlapped with inference (the
+  default) and not overlapped; calibkit minmax without histograms (``histograms=False``, what
+  ``calibrate --algorithm minmax --no-save-histograms`` does);
+- onnxruntime's calibraters as ``quantize_static`` drives them: Entropy at its default 128 bins
+  (one ``collect_data`` over all batches: every activation kept until the end) and streamed
+  (``CalibStridedMinMax``: one ``collect_data`` per batch, the documented way to bound memory) at
+  128 and 2048 bins; MinMax at its default and streamed;
+- NVIDIA ModelOpt's ONNX PTQ (``modelopt.onnx.quantization.quantize``, int8, ``entropy`` and
+  ``max``, CPU execution provider) when ``--modelopt`` names a Python that has it (it pins its own
+  onnxruntime, so it lives in its own venv); ModelOpt also inserts Q/DQ nodes, so its time is an
+  upper bound on its calibration.
+
+Columns: seconds; own = calibkit's histogram + selection time / its inference time inside the
+same run; x inference = job time / plain inference time; x calibkit = job time / calibkit
+entropy2 (or minmax for min-max jobs) time; peak RSS in MiB.
 """
 
 from __future__ import annotations
@@ -49,9 +51,6 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
-# --- inputs ---------------------------------------------------------------------------------------
-
-
 def _models_module():
     spec = importlib.util.spec_from_file_location(
         "calibkit_bench_models", ROOT / "benchmarks/models.py"
@@ -61,104 +60,64 @@ def _models_module():
     return module
 
 
-def synthetic_cnn(path: Path, rng) -> None:
-    """A plain CNN with EfficientNet-Lite0's activation volume (~50 MB per 224x224 sample)."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    nodes, inits, prev, channels = [], [], "image", 3
-    plan = [(32, 2)] + [(32, 1)] * 3 + [(64, 2)] + [(64, 1)] * 3 + [(128, 2)] + [(128, 1)] * 3
-    for i, (out, stride) in enumerate(plan):
-        w = rng.normal(0, (2 / (9 * channels)) ** 0.5, (out, channels, 3, 3)).astype(np.float32)
-        inits += [
-            numpy_helper.from_array(w, f"w{i}"),
-            numpy_helper.from_array(np.zeros(out, np.float32), f"b{i}"),
-        ]
-        nodes.append(
-            helper.make_node(
-                "Conv", [prev, f"w{i}", f"b{i}"], [f"conv{i}"], pads=[1] * 4, strides=[stride] * 2
-            )
+def prepare(model: str, n: int, work: Path) -> tuple[Path, Path]:
+    """Return the model path and an .npz of `n` samples keyed by input name."""
+    models = _models_module()
+    if model == "efficientnet":
+        path, inputs = (
+            models.efficientnet_lite0_onnx(),
+            {"image": models.efficientnet_inputs("calib", n, seed=0)},
         )
-        nodes.append(helper.make_node("Clip", [f"conv{i}", "zero", "six"], [f"relu6_{i}"]))
-        prev, channels = f"relu6_{i}", out
-    inits += [
-        numpy_helper.from_array(np.array(0, np.float32), "zero"),
-        numpy_helper.from_array(np.array(6, np.float32), "six"),
-    ]
-    nodes.append(helper.make_node("GlobalAveragePool", [prev], ["pool"]))
-    nodes.append(helper.make_node("Flatten", ["pool"], ["logits"]))
-    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 3, 224, 224])
-    y = helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)
-    model = helper.make_model(
-        helper.make_graph(nodes, "synthetic", [x], [y], inits),
-        opset_imports=[helper.make_opsetid("", 17)],
-    )
-    model.ir_version = 8
-    onnx.save(model, str(path))
-
-
-def prepare(args, work: Path) -> tuple[Path, str]:
-    """Write the model path and the inputs (one .npy per sample) into `work`."""
-    n = max(args.samples, args.rss_samples, args.baseline_samples)
-    rng = np.random.default_rng(0)
-    model, kind = None, "synthetic CNN, random inputs"
-    if not args.synthetic:
-        try:
-            models = _models_module()
-            model = models.efficientnet_lite0_onnx()
-            x = models.efficientnet_inputs("calib", n, seed=0)
-            kind = "EfficientNet-Lite0, real-photo crops"
-        except (ImportError, OSError, subprocess.CalledProcessError) as err:
-            print(
-                f"(EfficientNet-Lite0 unavailable: {err}; using the synthetic CNN)", file=sys.stderr
-            )
-    if model is None:
-        model = work / "synthetic.onnx"
-        synthetic_cnn(model, rng)
-        x = rng.normal(size=(n, 3, 224, 224)).astype(np.float32)
-    folder = work / "samples"
-    folder.mkdir()
-    for i, sample in enumerate(x):
-        np.save(folder / f"{i:05d}.npy", sample)
-    return Path(model), kind
+    else:
+        path, inputs = models.minilm_onnx(), models.minilm_inputs("calib", n, seed=0)
+    data = work / f"{model}-{n}.npz"
+    np.savez(data, **inputs)
+    return Path(path), data
 
 
 # --- child jobs (one per subprocess) --------------------------------------------------------------
 
 
-def _subset(folder: Path, n: int, work: Path) -> Path:
-    """A folder holding links to the first `n` samples."""
-    sub = work / f"first{n}"
-    if not sub.exists():
-        sub.mkdir()
-        for f in sorted(folder.iterdir())[:n]:
-            (sub / f.name).symlink_to(f)
-    return sub
+def _batches(data: Path, batch_size: int) -> list[dict[str, np.ndarray]]:
+    with np.load(data) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    n = len(next(iter(arrays.values())))
+    return [{k: v[i : i + batch_size] for k, v in arrays.items()} for i in range(0, n, batch_size)]
 
 
-def _batches(folder: Path, batch_size: int):
-    files = sorted(folder.iterdir())
-    for start in range(0, len(files), batch_size):
-        yield {"image": np.stack([np.load(f) for f in files[start : start + batch_size]])}
+def child_inference(model, data, batch_size, options):
+    import onnxruntime as ort
+
+    session = ort.InferenceSession(str(model), providers=["CPUExecutionProvider"])
+    batches = _batches(data, batch_size)
+    t0 = time.perf_counter()
+    for batch in batches:
+        session.run(None, batch)
+    return {"total": time.perf_counter() - t0}
 
 
-def child_calibkit(model: Path, data: Path, batch_size: int, threads: int) -> dict:
+def child_calibkit(model, data, batch_size, options):
     from calibkit.onnx.calibrate import calibrate_onnx
 
     t0 = time.perf_counter()
     result = calibrate_onnx(
-        model, data, trt_version=TRT_VERSION, batch_size=batch_size, num_threads=threads
+        model,
+        data,
+        trt_version=TRT_VERSION,
+        batch_size=batch_size,
+        algorithm=options["algorithm"],
+        histograms=options.get("histograms", True),
+        overlap=options.get("overlap", True),
     )
-    total = time.perf_counter() - t0
+    s = result.seconds
     return {
-        "total": total,
-        **{k: v for k, v in result.seconds.items() if k != "total"},
+        "total": time.perf_counter() - t0,
+        "own": (s["collect"] + s["select"]) / s["inference"],
         "tensors": len(result.amax),
-        "samples": result.settings.num_samples,
     }
 
 
-def child_onnxruntime_calibrater(model: Path, data: Path, batch_size: int, threads: int) -> dict:
+def child_onnxruntime(model, data, batch_size, options):
     from onnxruntime.quantization.calibrate import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -166,152 +125,175 @@ def child_onnxruntime_calibrater(model: Path, data: Path, batch_size: int, threa
     )
 
     class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.it = _batches(data, batch_size)
+        def __init__(self, batches):
+            self.it = iter(batches)
 
         def get_next(self):
             return next(self.it, None)
 
+    batches = _batches(data, batch_size)
+    method = getattr(CalibrationMethod, options["method"])
+    extra = {"symmetric": True}
+    if options.get("bins"):
+        extra["num_bins"] = options["bins"]
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         calibrator = create_calibrator(
             str(model),
             augmented_model_path=str(Path(tmp) / "augmented.onnx"),
-            calibrate_method=CalibrationMethod.Entropy,
-            extra_options={"num_bins": 2048, "num_quantized_bins": 128, "symmetric": True},
+            calibrate_method=method,
+            extra_options=extra,
         )
-        calibrator.collect_data(Reader())
+        if options.get("streamed"):  # quantize_static with CalibStridedMinMax=1 (batch)
+            for batch in batches:
+                calibrator.collect_data(Reader([batch]))
+        else:
+            calibrator.collect_data(Reader(batches))
         ranges = calibrator.compute_data()
     return {"total": time.perf_counter() - t0, "tensors": len(ranges.data)}
 
 
-def child_inference(model: Path, data: Path, batch_size: int, threads: int) -> dict:
-    import onnxruntime as ort
+def child_modelopt(model, data, batch_size, options):
+    from modelopt.onnx.quantization import quantize
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    with np.load(data) as npz:
+        arrays = {k: npz[k] for k in npz.files}
     t0 = time.perf_counter()
-    for batch in _batches(data, batch_size):
-        session.run(None, batch)
+    with tempfile.TemporaryDirectory() as tmp:
+        quantize(
+            str(model),
+            quantize_mode="int8",
+            calibration_data=arrays,
+            calibration_method=options["method"],
+            calibration_eps=["cpu"],
+            output_path=str(Path(tmp) / "quantized.onnx"),
+            log_level="ERROR",
+        )
     return {"total": time.perf_counter() - t0}
 
 
 CHILDREN = {
-    "calibkit": child_calibkit,
-    "ort-calibrater": child_onnxruntime_calibrater,
     "inference": child_inference,
+    "calibkit": child_calibkit,
+    "onnxruntime": child_onnxruntime,
+    "modelopt": child_modelopt,
 }
 
 
-def run_child(job: str, model: Path, data: Path, args) -> dict:
-    cmd = [
-        sys.executable,
-        __file__,
-        "--child",
-        job,
-        str(model),
-        str(data),
-        str(args.batch_size),
-        str(args.threads),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "NUMBA_NUM_THREADS": "1"}
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
+def run_child(python: str, job: str, model: Path, data: Path, batch_size: int, options) -> dict:
+    cmd = [python, __file__, "--child", job, str(model), str(data), str(batch_size)]
+    cmd.append(json.dumps(options))
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if done.returncode:
-        sys.exit(f"{job} failed:\n{done.stderr}")
+        lines = (done.stderr.strip() or done.stdout.strip() or "no output").splitlines()
+        return {"error": lines[-1][:160]}
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # --- main -----------------------------------------------------------------------------------------
 
+JOBS = [  # (label, child, options, compared with)
+    ("onnxruntime inference only", "inference", {}, None),
+    ("calibkit entropy2 (overlapped)", "calibkit", {"algorithm": "entropy2"}, None),
+    (
+        "calibkit entropy2 (not overlapped)",
+        "calibkit",
+        {"algorithm": "entropy2", "overlap": False},
+        "entropy",
+    ),
+    (
+        "calibkit minmax (no histograms)",
+        "calibkit",
+        {"algorithm": "minmax", "histograms": False},
+        None,
+    ),
+    ("ORT Entropy, 128 bins (default)", "onnxruntime", {"method": "Entropy"}, "entropy"),
+    (
+        "ORT Entropy, 128 bins, streamed",
+        "onnxruntime",
+        {"method": "Entropy", "streamed": True},
+        "entropy",
+    ),
+    (
+        "ORT Entropy, 2048 bins, streamed",
+        "onnxruntime",
+        {"method": "Entropy", "bins": 2048, "streamed": True},
+        "entropy",
+    ),
+    ("ORT MinMax (default)", "onnxruntime", {"method": "MinMax"}, "minmax"),
+    ("ORT MinMax, streamed", "onnxruntime", {"method": "MinMax", "streamed": True}, "minmax"),
+    ("ModelOpt ONNX PTQ entropy", "modelopt", {"method": "entropy"}, "entropy"),
+    ("ModelOpt ONNX PTQ max", "modelopt", {"method": "max"}, "minmax"),
+]
+
 
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        job, model, data, batch_size, threads = sys.argv[2:7]
-        out = CHILDREN[job](Path(model), Path(data), int(batch_size), int(threads))
+        job, model, data, batch_size, options = sys.argv[2:7]
+        out = CHILDREN[job](Path(model), Path(data), int(batch_size), json.loads(options))
         print(json.dumps({**out, "rss_mib": _peak_rss_mib()}))
         return
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--samples", type=int, default=200)
-    p.add_argument("--rss-samples", type=int, default=500)
-    p.add_argument("--baseline-samples", type=int, default=32)
+    p.add_argument("--models", default="efficientnet,minilm")
+    p.add_argument("--samples", default="64,256", help="comma-separated sample counts")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--synthetic", action="store_true", help="use the synthetic CNN")
+    p.add_argument("--modelopt", metavar="PYTHON", help="a Python with nvidia-modelopt[onnx]")
+    p.add_argument(
+        "--max-default-samples",
+        type=int,
+        default=64,
+        help="run onnxruntime's non-streamed defaults (every activation kept) up to this many",
+    )
     args = p.parse_args()
+    print(f"{os.cpu_count()} cores; batch size {args.batch_size}; each job in its own process")
+    header = ("model", "samples", "job", "seconds", "own", "x inference", "x calibkit", "RSS MiB")
+    rows = [header]
     with tempfile.TemporaryDirectory(prefix="calibkit-bench-") as tmp:
-        work = Path(tmp)
-        model, kind = prepare(args, work)
-        samples = work / "samples"
-        print(f"model: {kind} ({model.name}); batch size {args.batch_size}, ", end="")
-        print(f"{args.threads} onnxruntime threads")
-        main_run = run_child("calibkit", model, _subset(samples, args.samples, work), args)
-        rss_run = run_child("calibkit", model, _subset(samples, args.rss_samples, work), args)
-        base = _subset(samples, args.baseline_samples, work)
-        ck_small = run_child("calibkit", model, base, args)
-        ort_small = run_child("ort-calibrater", model, base, args)
-        half = _subset(samples, args.baseline_samples // 2, work)
-        ort_half = run_child("ort-calibrater", model, half, args)
-        plain = run_child("inference", model, base, args)
-    report(main_run, rss_run, ck_small, ort_small, plain)
-    # onnxruntime's RSS grows linearly with the samples it holds: two points give the slope
-    slope = (ort_small["rss_mib"] - ort_half["rss_mib"]) / (args.baseline_samples / 2)
-    at_main = ort_small["rss_mib"] + slope * (main_run["samples"] - args.baseline_samples)
-    print(f"4. onnxruntime HistogramCalibrater peak RSS grows {slope:.0f} MiB per sample ")
-    print(f"   ({ort_half['rss_mib']:.0f} MiB for {args.baseline_samples // 2} samples, ", end="")
-    print(f"{ort_small['rss_mib']:.0f} MiB for {args.baseline_samples}); extrapolated to ", end="")
-    print(f"{main_run['samples']} samples: {at_main:.0f} MiB, against calibkit's measured ", end="")
-    print(
-        f"{main_run['rss_mib']:.0f} MiB (ratio {main_run['rss_mib'] / at_main:.2f}; not run: ",
-        end="",
-    )
-    print("it would not fit beside the other jobs on this machine)")
-    per_sample = (ort_small["total"] - ort_half["total"]) / (args.baseline_samples / 2)
-    fixed = ort_small["total"] - per_sample * args.baseline_samples
-    ort_at_main = fixed + per_sample * main_run["samples"]
-    print(
-        f"   its time: {fixed:.1f} s fixed (entropy search) + {per_sample:.2f} s per sample; ",
-        end="",
-    )
-    print(
-        f"extrapolated to {main_run['samples']} samples {ort_at_main:.0f} s against calibkit's ",
-        end="",
-    )
-    print(f"measured {main_run['total']:.1f} s ({ort_at_main / main_run['total']:.1f}x)")
-
-
-def report(main_run: dict, rss_run: dict, ck_small: dict, ort_small: dict, plain: dict) -> None:
-    m = main_run
-    own = m["collect"] + m["select"]
-    print(
-        f"\n1. calibkit, {m['samples']} samples, {m['tensors']} tensors: total {m['total']:.1f} s"
-    )
-    print(f"   = onnxruntime inference {m['inference']:.1f} s + histograms {m['collect']:.2f} s")
-    print(f"   + entropy2 selection {m['select']:.2f} s + reading data and the rest")
-    print(f"   calibkit's own cost / inference = {own / m['inference']:.1%}  (target <= 10 %)")
-    print(f"2. calibkit peak RSS: {rss_run['rss_mib']:.0f} MiB for {rss_run['samples']} samples")
-    print(f"   (target <= 2048), {m['rss_mib']:.0f} MiB for {m['samples']}, ", end="")
-    print(f"{ck_small['rss_mib']:.0f} MiB for {ck_small['samples']}")
-    print(f"3. the same {ck_small['samples']} samples, end to end, each in its own process:")
-    rows = [
-        ("job", "seconds", "peak RSS MiB", "tensors"),
-        ("calibkit calibrate_onnx (entropy2, 2048 bins)", ck_small, ck_small["tensors"]),
-        ("onnxruntime HistogramCalibrater (Entropy, 2048 bins)", ort_small, ort_small["tensors"]),
-        ("onnxruntime inference only (unmodified model)", plain, "-"),
-    ]
-    rows[1:] = [
-        (name, f"{r['total']:.1f}", f"{r['rss_mib']:.0f}", str(t)) for name, r, t in rows[1:]
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
+        for model_name in args.models.split(","):
+            for n in map(int, args.samples.split(",")):
+                model, data = prepare(model_name, n, Path(tmp))
+                results = {}
+                for label, job, options, _ in JOBS:
+                    if job == "modelopt" and not args.modelopt:
+                        results[label] = {"error": "not run (no --modelopt PYTHON)"}
+                        continue
+                    if job == "onnxruntime" and not options.get("streamed"):
+                        if n > args.max_default_samples:
+                            results[label] = {"error": "not run: keeps every activation"}
+                            continue
+                    python = args.modelopt if job == "modelopt" else sys.executable
+                    results[label] = run_child(python, job, model, data, args.batch_size, options)
+                plain = results["onnxruntime inference only"].get("total")
+                ref = {
+                    "entropy": results["calibkit entropy2 (overlapped)"].get("total"),
+                    "minmax": results["calibkit minmax (no histograms)"].get("total"),
+                }
+                for label, _, _, versus in JOBS:
+                    r = results[label]
+                    if "error" in r:
+                        rows.append((model_name, str(n), label, r["error"], "", "", "", ""))
+                        continue
+                    base = ref.get(versus) if versus else None
+                    rows.append(
+                        (
+                            model_name,
+                            str(n),
+                            label,
+                            f"{r['total']:.2f}",
+                            f"{r['own']:.0%}" if "own" in r else "",
+                            f"{r['total'] / plain:.2f}" if plain else "",
+                            f"{r['total'] / base:.2f}" if base else "",
+                            f"{r['rss_mib']:.0f}",
+                        )
+                    )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     for r in rows:
-        cells = [
-            c.ljust(w) if i == 0 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(r, widths, strict=True))
-        ]
-        print("   " + "  ".join(cells))
-    speedup = ort_small["total"] / ck_small["total"]
-    print(f"   speed-up {speedup:.1f}x (target >= 10x); ", end="")
-    print(f"RSS ratio {ck_small['rss_mib'] / ort_small['rss_mib']:.2f} (target <= 0.20)")
+        print(
+            "  ".join(
+                c.ljust(w) if i < 3 else c.rjust(w)
+                for i, (c, w) in enumerate(zip(r, widths, strict=True))
+            )
+        )
 
 
 if __name__ == "__main__":

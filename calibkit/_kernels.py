@@ -31,6 +31,7 @@ _njit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy
 
 _LANES = 4  # sub-histograms: consecutive equal bins would otherwise wait on each other's store
 _BLOCK = 1 << 30  # elements per flush of the int32 sub-histograms (a lane gets <= 2**28)
+_FEW = 1 << 14  # below this many elements one histogram is faster (measured, docs/performance.md)
 
 
 @_njit(inline="always")
@@ -86,9 +87,19 @@ def bin_clamped(bits, fmt, mask, inf_bits, counts, factor, scale):
     """
     nbins = counts.size
     lastf = np.float64(nbins - 1)
-    sub = np.zeros((_LANES, nbins), np.int32)
     n = bits.size
     top = bits.dtype.type(0)
+    if n < _FEW:  # setting up and adding the sub-histograms would cost more than they save
+        for k in range(n):
+            a = bits[k] & mask
+            top = a if a > top else top
+            y = (_magnitude(a, fmt) * factor) * scale
+            y = y if y < lastf else lastf  # NaN compares false: clamped, never cast
+            counts[int(y)] += 1
+        if top < inf_bits:
+            return _magnitude(top, fmt), True
+        return 0.0, False
+    sub = np.zeros((_LANES, nbins), np.int32)
     for lo in range(0, n, _BLOCK):
         hi = min(n, lo + _BLOCK)
         body = hi - (hi - lo) % _LANES

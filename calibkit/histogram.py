@@ -35,11 +35,14 @@ _impl = _Kernels()  # tests swap in the NumPy twins (calibkit._reference) here
 
 # dtype -> (kernel format code, unsigned view, mask clearing the sign bit, bits of +inf)
 _FORMATS = {
-    np.dtype(np.float16): (_codes.FMT_FLOAT16, np.uint16, 0x7FFF, 0x7C00),
-    np.dtype(np.float32): (_codes.FMT_FLOAT32, np.uint32, 0x7FFF_FFFF, 0x7F80_0000),
-    np.dtype(np.float64): (_codes.FMT_FLOAT64, np.uint64, 0x7FFF_FFFF_FFFF_FFFF, 0x7FF << 52),
+    np.dtype(t): (code, u, u(mask), u(inf))
+    for t, code, u, mask, inf in [
+        (np.float16, _codes.FMT_FLOAT16, np.uint16, 0x7FFF, 0x7C00),
+        (np.float32, _codes.FMT_FLOAT32, np.uint32, 0x7FFF_FFFF, 0x7F80_0000),
+        (np.float64, _codes.FMT_FLOAT64, np.uint64, 0x7FFF_FFFF_FFFF_FFFF, 0x7FF << 52),
+    ]
 }
-_BFLOAT16 = (_codes.FMT_BFLOAT16, np.uint16, 0x7FFF, 0x7F80)
+_BFLOAT16 = (_codes.FMT_BFLOAT16, np.uint16, np.uint16(0x7FFF), np.uint16(0x7F80))
 _NORMAL_RANGE = 2.0**-1000  # below it num_bins / upper overflows: bin_scale rescales
 
 
@@ -50,7 +53,7 @@ def raw_bits(x: np.ndarray | Iterable[float]) -> tuple[np.ndarray, int, int, int
     read as they are, without a conversion copy; other floating types are converted to float64.
     Returns ``(bits, format code, sign-clearing mask, bits of +inf)``.
     """
-    arr = np.asarray(x)
+    arr = x if type(x) is np.ndarray else np.asarray(x)
     fmt = _FORMATS.get(arr.dtype)
     if fmt is None and arr.dtype.name == "bfloat16" and arr.dtype.itemsize == 2:
         fmt = _BFLOAT16
@@ -60,8 +63,9 @@ def raw_bits(x: np.ndarray | Iterable[float]) -> tuple[np.ndarray, int, int, int
             raise TypeError(msg)
         arr, fmt = arr.astype(np.float64), _FORMATS[np.dtype(np.float64)]
     code, view, mask, inf_bits = fmt
-    bits = np.ascontiguousarray(arr).reshape(-1).view(view)
-    return bits, code, view(mask), view(inf_bits)
+    if not arr.flags.c_contiguous:
+        arr = np.ascontiguousarray(arr)
+    return arr.reshape(-1).view(view), code, mask, inf_bits
 
 
 def bin_scale(upper: float, num_bins: int) -> tuple[float, float]:
@@ -73,10 +77,10 @@ def bin_scale(upper: float, num_bins: int) -> tuple[float, float]:
     with a power of two are exact) and keeps every value counted.
     """
     if upper >= _NORMAL_RANGE:
-        return 1.0, float(np.float64(num_bins) / np.float64(upper))
+        return 1.0, num_bins / upper  # Python floats are IEEE doubles: the same division
     _, exp = math.frexp(upper)
     factor = math.ldexp(1.0, min(-exp, 1023))
-    return factor, float(np.float64(num_bins) / (np.float64(upper) * factor))
+    return factor, num_bins / (upper * factor)
 
 
 def max_abs(x: np.ndarray) -> tuple[float, int, int]:

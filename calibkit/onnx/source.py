@@ -21,6 +21,7 @@ onnxruntime session (the model then runs once per group and batch).
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import math
 import os
@@ -231,6 +232,12 @@ class OnnxActivationSource:
         ValueError
             If a batch does not match the model inputs (names, dtype, rank, static dims).
         """
+        # numpy has no bfloat16: onnxruntime's session.run refuses such outputs, so sessions
+        # that fetch one hand over OrtValues, read as ml_dtypes.bfloat16 (what onnx uses)
+        bfloat16 = [
+            any(out.type == "tensor(bfloat16)" for out in session.get_outputs())
+            for session, _ in self._runs
+        ]
         for index, batch in enumerate(batches):
             check_batch(batch, self.inputs, f"batch {index}")
             feeds = {spec.name: batch[spec.name] for spec in self.inputs}
@@ -238,10 +245,13 @@ class OnnxActivationSource:
             if not self._runs:
                 yield first
                 continue
-            for session, fetch in self._runs:
+            for (session, fetch), by_value in zip(self._runs, bfloat16, strict=True):
                 start = time.perf_counter()
                 try:
-                    values = session.run(fetch, feeds)
+                    if by_value:
+                        values = _run_with_bfloat16(session, fetch, feeds)
+                    else:
+                        values = session.run(fetch, feeds)
                 except Exception as err:  # e.g. a dimension the graph cannot take
                     msg = f"{self._where}: onnxruntime failed on batch {index}: {err}"
                     raise CalibkitError(msg) from err
@@ -270,6 +280,30 @@ def _dynamic_dims_unset(graph) -> None:
         for dim in value.type.tensor_type.shape.dim:
             if dim.HasField("dim_value") and dim.dim_value <= 0:
                 dim.ClearField("dim_value")
+
+
+def _run_with_bfloat16(session, fetch: list[str], feeds: Mapping[str, np.ndarray]) -> list:
+    """``session.run`` for outputs that include bfloat16: those come as ml_dtypes.bfloat16."""
+    ort = require("onnxruntime", "ONNX calibration")
+    ml_dtypes = require("ml_dtypes", "bfloat16 activations")
+    values = session.run_with_ort_values(
+        fetch,
+        {k: ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(v)) for k, v in feeds.items()},
+    )
+    out = []
+    for value in values:
+        if value.data_type() != "tensor(bfloat16)":
+            out.append(value.numpy())
+            continue
+        shape = tuple(value.shape())
+        size = int(np.prod(shape))
+        bits = np.zeros(size, np.uint16)
+        if size:  # copy out: the OrtValue's memory goes with it
+            bits[:] = np.frombuffer(
+                (ctypes.c_uint16 * size).from_address(value.data_ptr()), np.uint16
+            )
+        out.append(bits.reshape(shape).view(ml_dtypes.bfloat16))
+    return out
 
 
 def _version(text: str) -> tuple[int, ...]:
