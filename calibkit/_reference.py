@@ -58,19 +58,20 @@ def scan(bits, fmt, mask, inf_bits):
     return m, int(np.isnan(a).sum()), int(np.isinf(a).sum())
 
 
-def bin_clamped(bits, fmt, mask, inf_bits, counts, factor, scale):
-    """Bin every |x| at min(int((|x| * factor) * scale), last); return (max |x|, clean).
+def bin_clamped(values, fmt, counts, factor, scale):
+    """Add every |x| to bin min(int((|x| * factor) * scale), last) (finite batches only).
 
-    clean is False (and `counts` untouched) when the batch holds inf or NaN.
+    `values` is a float32/float64 array, or the uint16 bits of float16/bfloat16 data.
     """
-    a = magnitudes(bits, fmt)
-    if not np.isfinite(a).all():
-        return 0.0, False
-    with np.errstate(over="ignore"):  # far above a tiny range: inf, clamped to the last bin
+    if values.dtype == np.uint16:
+        a = magnitudes(values, fmt)
+    else:
+        a = np.abs(values.astype(np.float64))
+    with np.errstate(over="ignore"):
         y = (a * np.float64(factor)) * np.float64(scale)
-    idx = np.minimum(y, counts.size - 1).astype(np.int64)
+    last = counts.size - 1
+    idx = np.where(y < last, y, last).astype(np.int64)  # as the kernel: NaN to the last bin
     counts += np.bincount(idx, minlength=counts.size)
-    return (float(a.max()) if a.size else 0.0), True
 
 
 def bin_values(bits, fmt, mask, inf_bits, counts, factor, scale):

@@ -42,6 +42,7 @@ _FORMATS = {
         (np.float64, _codes.FMT_FLOAT64, np.uint64, 0x7FFF_FFFF_FFFF_FFFF, 0x7FF << 52),
     ]
 }
+_FLOATS = {_codes.FMT_FLOAT32: np.float32, _codes.FMT_FLOAT64: np.float64}
 _BFLOAT16 = (_codes.FMT_BFLOAT16, np.uint16, np.uint16(0x7FFF), np.uint16(0x7F80))
 _NORMAL_RANGE = 2.0**-1000  # below it num_bins / upper overflows: bin_scale rescales
 
@@ -236,10 +237,9 @@ class Histogram:
     def _stage(self, x: np.ndarray, nan_policy: str) -> _Update | None:
         """Bin a batch into new counts without changing the histogram (None: empty batch).
 
-        Every batch is binned at its final range. The first sets the range, so its max comes
-        first (a vectorised integer max of the bits). A later batch is binned in one pass at
-        the current range while its max is taken; the rare batch that grows the range (or holds
-        inf or NaN) is binned again. Binning at the grown range equals binning at the old range and
+        The batch's max comes first (a vectorised integer max of the bits, which also finds
+        inf and NaN), so the range grows before binning and the batch is binned in one pass at
+        its final range. Binning at the grown range equals binning at the old range and
         merging bins, as TensorRT does (docs/algorithms.md): the ranges differ by a power of
         two, so ``int(|x| * scale) >> k == int(|x| * scale / 2**k)``.
         """
@@ -249,39 +249,24 @@ class Histogram:
         bits, fmt, mask, inf_bits = raw_bits(x)
         if bits.size == 0:
             return None
+        m, n_nan, n_inf = _impl.scan(bits, fmt, mask, inf_bits)
+        _check_nan(n_nan, bits.size, nan_policy)
         counts = np.zeros(self.num_bins, np.int64)
         upper, doublings = self.upper, 0
-        if upper == 0.0:  # no range yet: it comes from this batch's max, taken first
-            m, n_nan, n_inf = _impl.scan(bits, fmt, mask, inf_bits)
-            _check_nan(n_nan, bits.size, nan_policy)
+        if upper == 0.0:  # no range yet: this batch's max sets it
             if m == 0.0:  # only zeros so far: they belong in bin 0 whatever the range becomes
                 counts[0] = bits.size - n_nan - n_inf
                 return _Update(counts, 0.0, 0, 0.0, n_nan, n_inf)
             upper = float(m)
-            clean = not (n_nan or n_inf)
-        else:  # bin at the current range, taking the max on the way
-            m, clean = _impl.bin_clamped(
-                bits, fmt, mask, inf_bits, counts, *bin_scale(upper, self.num_bins)
-            )
-            n_nan = n_inf = 0
-            if not clean:  # inf or NaN: count them, and bin exactly around them
-                counts[:] = 0
-                m, n_nan, n_inf, deferred = _impl.bin_values(
-                    bits, fmt, mask, inf_bits, counts, *bin_scale(upper, self.num_bins)
-                )
-                _check_nan(n_nan, bits.size, nan_policy)
-                counts[-1] += deferred  # at the top of the range: the last bin, as TensorRT
-            if m <= upper:
-                return _Update(counts, upper, 0, float(m), int(n_nan), int(n_inf))
+        elif m > upper:
             upper, doublings = _grown(upper, float(m))
-            counts[:] = 0
-        # bin the batch at its final range (the first batch, or one that grew the range)
         scale = bin_scale(upper, self.num_bins)
-        if clean:
-            _impl.bin_clamped(bits, fmt, mask, inf_bits, counts, *scale)
-        else:
+        if n_nan or n_inf:  # skip them, one branch per value
             *_, deferred = _impl.bin_values(bits, fmt, mask, inf_bits, counts, *scale)
-            counts[-1] += deferred
+            counts[-1] += deferred  # at the top of the range: the last bin, as TensorRT does
+        else:  # every value is finite and within the range: branch-free
+            values = bits if bits.dtype == np.uint16 else bits.view(_FLOATS[fmt])
+            _impl.bin_clamped(values, fmt, counts, *scale)
         return _Update(counts, upper, doublings, float(m), int(n_nan), int(n_inf))
 
     def _commit(self, update: _Update) -> None:
