@@ -82,6 +82,9 @@ class OnnxActivationSource:
         onnxruntime intra-op threads (default: onnxruntime's choice, one per core).
     base_dir : str or Path, optional
         Folder of the external data of a ModelProto given in memory.
+    spinning : bool
+        Let idle onnxruntime threads spin (its default). Turn off when other work (binning)
+        runs beside inference: spinning threads take its cores (measured: docs/performance.md).
 
     Attributes
     ----------
@@ -112,6 +115,7 @@ class OnnxActivationSource:
         optimization: str = "disable",
         num_threads: int | None = None,
         base_dir: str | os.PathLike | None = None,
+        spinning: bool = True,
     ) -> None:
         if optimization not in OPTIMIZATION_LEVELS:
             msg = f"optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}"
@@ -120,6 +124,7 @@ class OnnxActivationSource:
             msg = f"max_tensors_per_run must be a positive int, got {max_tensors_per_run!r}"
             raise ValueError(msg)
         self.data = data
+        self.spinning = spinning
         self.inference_seconds = 0.0
         self.model = OnnxModel.of(model, base_dir=base_dir)
         self.model_path: Path | None = self.model.path
@@ -188,6 +193,8 @@ class OnnxActivationSource:
         options.log_severity_level = 3  # onnxruntime warnings go to stderr unasked otherwise
         if num_threads:
             options.intra_op_num_threads = num_threads
+        if not self.spinning:  # idle onnxruntime threads would spin on the cores binning uses
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         if n_groups > 1:  # one arena per session would keep every group's peak allocated
             options.enable_cpu_mem_arena = False
         serialized = self._serialize(model, base, onnx, options)
