@@ -442,7 +442,13 @@ class MSESelector:
             return math.inf
         if hist.upper == 0.0:
             return 0.0
-        i = _pick(self.errors(hist), "first")
+        # errors at the range scaled by a power of two into [0.5, 1): each error scales by
+        # exactly 4**-exp, so the choice is the same, and ranges near 1e154 no longer overflow
+        # every error to inf (which made argmin pick index -1: a negative amax)
+        _, exp = math.frexp(hist.upper)
+        start = min(self.start_bin, hist.num_bins)
+        unit = math.ldexp(hist.upper, -exp)
+        i = _pick(_impl.mse_sweep(hist.counts, unit, start, hist.num_bins), "first")
         return (i + 0.5) * hist.upper / hist.num_bins
 
 

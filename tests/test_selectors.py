@@ -246,3 +246,13 @@ def test_bin_zero_is_emptied_by_default(rng):
     assert ck.EntropySelector() == ck.EntropySelector(first_bin="zero")
     assert default > 0.5 * h.max_abs
     assert kept < 0.25 * default
+
+
+@pytest.mark.parametrize("scale", [1e-300, 1e-30, 1.0, 1e150, 1e154, 1e200, 1e300])
+def test_mse_amax_is_within_the_range_at_any_magnitude(impl, scale):
+    """Near 1e154 every squared error overflowed and argmin picked -1: a negative amax."""
+    x = np.random.default_rng(0).standard_normal(20_000)
+    h = ck.Histogram().fill(x * scale)
+    amax = ck.MSESelector().select(h)
+    assert 0 < amax <= h.upper
+    assert amax / scale == pytest.approx(ck.MSESelector().select(ck.Histogram().fill(x)), rel=1e-9)
