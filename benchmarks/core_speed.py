@@ -100,10 +100,13 @@ def rows_for(kind: str, args, rng) -> list[tuple]:
         if not grow:
             half = [b.astype(np.float16) for b in few]
             gb_half = sum(b.nbytes for b in half) / 1e9
-            timings["calibkit Histogram.fill, float16"] = (gb_half, best_time(lambda: fill(half)))
+            timings["calibkit Histogram.fill, float16"] = (
+                gb_half,
+                best_time(lambda half=half: fill(half)),
+            )
         timings["numpy np.histogram(|x|, 2048)"] = (
             gb_few,
-            best_time(lambda: [np.histogram(np.abs(b), bins=2048) for b in few], 1),
+            best_time(lambda few=few: [np.histogram(np.abs(b), bins=2048) for b in few], 1),
         )
         if make_ort is not None:
 

@@ -431,10 +431,13 @@ class MSESelector:
 
     def errors(self, hist: Histogram) -> np.ndarray:
         """Return the expected squared error sum per candidate i (inf outside the candidates)."""
+        return self._sweep(hist, hist.upper)
+
+    def _sweep(self, hist: Histogram, upper: float) -> np.ndarray:
         if self.start_bin > hist.num_bins:  # as the entropy search: an error, not a clamp
             msg = f"start_bin ({self.start_bin}) exceeds the histogram's {hist.num_bins} bins"
             raise SelectorError(msg)
-        return _impl.mse_sweep(hist.counts, hist.upper, self.start_bin, hist.num_bins)
+        return _impl.mse_sweep(hist.counts, upper, self.start_bin, hist.num_bins)
 
     def select(self, hist: Histogram) -> float:
         """Return amax for `hist`."""
@@ -446,9 +449,7 @@ class MSESelector:
         # exactly 4**-exp, so the choice is the same, and ranges near 1e154 no longer overflow
         # every error to inf (which made argmin pick index -1: a negative amax)
         _, exp = math.frexp(hist.upper)
-        start = min(self.start_bin, hist.num_bins)
-        unit = math.ldexp(hist.upper, -exp)
-        i = _pick(_impl.mse_sweep(hist.counts, unit, start, hist.num_bins), "first")
+        i = _pick(self._sweep(hist, math.ldexp(hist.upper, -exp)), "first")
         return (i + 0.5) * hist.upper / hist.num_bins
 
 
