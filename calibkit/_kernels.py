@@ -79,8 +79,13 @@ def scan(bits, fmt, mask, inf_bits):
 
 
 def _abs64(v, fmt):
-    """|v| as float64: a float array element, or the bits of a float16 / bfloat16."""
-    raise NotImplementedError  # only called from jitted code, through the overload below
+    """|v| as float64: a float array element, or the bits of a float16 / bfloat16.
+
+    This body runs only with NUMBA_DISABLE_JIT; compiled kernels use the overload below.
+    """
+    if isinstance(v, (float, np.floating)):
+        return abs(np.float64(v))
+    return _magnitude(v & np.uint16(0x7FFF), fmt)
 
 
 @overload(_abs64)

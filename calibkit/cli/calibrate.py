@@ -131,7 +131,6 @@ def _cmd_calibrate(args) -> int:
                 trt_version=args.trt_version,
                 share_scales=args.share_scales,
                 header_algorithm=args.header_algorithm,
-                histograms=not args.no_save_histograms,
             )
             cache = selection.cache()
     except (ValueError, TypeError) as err:
