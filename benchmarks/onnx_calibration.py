@@ -3,7 +3,8 @@
 Run (from the repository root)::
 
     CALIBKIT_MODEL_CACHE=/path/to/models python benchmarks/onnx_calibration.py \
-        [--models efficientnet,minilm] [--samples 64,256] [--batch-size 8] [--modelopt PYTHON]
+        [--models efficientnet,minilm] [--samples 64,256] [--batch-size 8] [--modelopt PYTHON] \
+        [--only inference,calibkit]
 
 Models: EfficientNet-Lite0 on random crops of real photos and all-MiniLM-L6-v2 on real sentences
 (benchmarks/models.py; ``bash benchmarks/prepare_models.sh`` exports them once). Every job runs
@@ -239,6 +240,11 @@ def main() -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--modelopt", metavar="PYTHON", help="a Python with nvidia-modelopt[onnx]")
     p.add_argument(
+        "--only",
+        metavar="WORDS",
+        help="run only the jobs whose label contains one of these comma-separated words",
+    )
+    p.add_argument(
         "--max-default-samples",
         type=int,
         default=64,
@@ -253,7 +259,9 @@ def main() -> None:
             for n in map(int, args.samples.split(",")):
                 model, data = prepare(model_name, n, Path(tmp))
                 results = {}
-                for label, job, options, _ in JOBS:
+                wanted = args.only.split(",") if args.only else [""]
+                jobs = [j for j in JOBS if any(w in j[0] for w in wanted)]
+                for label, job, options, _ in jobs:
                     if job == "modelopt" and not args.modelopt:
                         results[label] = {"error": "not run (no --modelopt PYTHON)"}
                         continue
@@ -263,12 +271,12 @@ def main() -> None:
                             continue
                     python = args.modelopt if job == "modelopt" else sys.executable
                     results[label] = run_child(python, job, model, data, args.batch_size, options)
-                plain = results["onnxruntime inference only"].get("total")
+                plain = results.get("onnxruntime inference only", {}).get("total")
                 ref = {
-                    "entropy": results["calibkit entropy2 (overlapped)"].get("total"),
-                    "minmax": results["calibkit minmax (no histograms)"].get("total"),
+                    "entropy": results.get("calibkit entropy2 (overlapped)", {}).get("total"),
+                    "minmax": results.get("calibkit minmax (no histograms)", {}).get("total"),
                 }
-                for label, _, _, versus in JOBS:
+                for label, _, _, versus in jobs:
                     r = results[label]
                     if "error" in r:
                         rows.append((model_name, str(n), label, r["error"], "", "", "", ""))

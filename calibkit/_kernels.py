@@ -38,16 +38,20 @@ _FEW = 1 << 14  # below this many elements one histogram is faster (measured, do
 
 @_njit(inline="always")
 def _magnitude(b, fmt):
-    """|x| as float64, exactly, from the bits of x with the sign bit already cleared."""
+    """|x| as float64, exactly, from the bits of x with the sign bit already cleared.
+
+    float() is free when compiled; as plain Python (NUMBA_DISABLE_JIT) it makes the arithmetic
+    that follows IEEE like the compiled code: overflow gives inf, without a NumPy warning.
+    """
     if fmt == FMT_FLOAT32:
-        return np.float64(np.uint32(b).view(np.float32))
+        return float(np.uint32(b).view(np.float32))
     if fmt == FMT_FLOAT64:
-        return np.uint64(b).view(np.float64)
+        return float(np.uint64(b).view(np.float64))
     if fmt == FMT_BFLOAT16:  # bfloat16 is the top half of a float32
-        return np.float64(np.uint32(np.uint32(b) << np.uint32(16)).view(np.float32))
+        return float(np.uint32(np.uint32(b) << np.uint32(16)).view(np.float32))
     # float16: its 5-bit exponent and 10-bit mantissa moved into a float64's fields give
     # 2**(e - 1023) * 1.m (or m * 2**-1032 for a subnormal); 2**1008 rebiases it exactly
-    return np.uint64(np.uint64(b) << np.uint64(42)).view(np.float64) * 2.0**1008
+    return float(np.uint64(np.uint64(b) << np.uint64(42)).view(np.float64)) * 2.0**1008
 
 
 @_njit
@@ -84,7 +88,7 @@ def _abs64(v, fmt):
     This body runs only with NUMBA_DISABLE_JIT; compiled kernels use the overload below.
     """
     if isinstance(v, (float, np.floating)):
-        return abs(np.float64(v))
+        return abs(float(v))
     return _magnitude(v & np.uint16(0x7FFF), fmt)
 
 
