@@ -25,10 +25,12 @@ NAN_POLICIES = ("raise", "skip")
 class _Kernels:
     """The Numba kernels, imported on first use: commands that never bin never load Numba."""
 
-    def __getattr__(self, name: str):
+    def __getattr__(self, name: str):  # called only while `name` is not yet an attribute
         from . import _kernels
 
-        return getattr(_kernels, name)
+        kernel = getattr(_kernels, name)
+        setattr(self, name, kernel)  # later look-ups skip the import machinery (2 us a call)
+        return kernel
 
 
 _impl = _Kernels()  # tests swap in the NumPy twins (calibkit._reference) here
