@@ -90,6 +90,25 @@ def test_minmax_without_histograms_is_a_max_pass_with_the_same_cache(cnn, tmp_pa
     assert _calibrate(cnn, histograms=False).histograms.keys() == full.histograms.keys()
 
 
+def test_reshaped_tensors_are_binned_once_with_the_same_histograms(cnn):
+    """'flat' = Reshape(relu): its histogram is copied from relu's; a direct fill agrees."""
+    from calibkit.onnx.calibrate import _same_values
+    from calibkit.onnx.model import OnnxModel
+    from calibkit.onnx.source import OnnxActivationSource
+
+    source = OnnxActivationSource(cnn[0])
+    assert _same_values(OnnxModel.of(cnn[0]).graph, source.tensor_names) == {"flat": "relu"}
+    x = np.load(cnn[1])
+    direct = HistogramCollector()
+    for batch in source.run([{"x": x[i : i + BATCH]} for i in range(0, len(x), BATCH)]):
+        direct.update(batch)
+    result = _calibrate(cnn, names="onnx")
+    assert list(result.histograms) == list(direct.histograms_)
+    for name, hist in direct.histograms_.items():
+        assert result.histograms[name] == hist, name
+    assert result.histograms["flat"] is not result.histograms["relu"]
+
+
 def test_overlapped_and_sequential_runs_give_the_same_result(cnn):
     ahead, serial = _calibrate(cnn, overlap=True), _calibrate(cnn, overlap=False)
     assert ahead.histograms == serial.histograms and ahead.cache == serial.cache

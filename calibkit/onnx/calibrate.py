@@ -287,6 +287,9 @@ def calibrate_onnx(
             seed=seed,
             preprocess=preprocess,
         )
+    # a tensor that only rearranges another's values (Reshape, Transpose, ...) has its histogram
+    same = _same_values(model.graph, source.tensor_names)
+    order: dict[str, None] = {}  # tensors in the order they come, as the histograms were kept
     max_only = not histograms and isinstance(selector, MinMaxSelector)
     collector: HistogramCollector | MaxCollector
     if max_only:  # TensorRT's MinMax needs the max |x| only: no histogram is filled
@@ -302,7 +305,8 @@ def calibrate_onnx(
         runs = source.run(feed)
         for activations in _ahead(runs) if overlap else runs:
             t0 = time.perf_counter()
-            collector.update(activations)
+            order.update(dict.fromkeys(activations))
+            collector.update({k: v for k, v in activations.items() if k not in same})
             collect_seconds += time.perf_counter() - t0
             del activations  # the next batch is being computed: keep two alive, not three
     if not feed.num_samples:
@@ -310,9 +314,11 @@ def calibrate_onnx(
         raise ValueError(msg)
     # what the selector reads per tensor: a histogram, or (max only) the running max |x|,
     # which MinMaxSelector.select takes as it is
-    statistics: dict = (
-        dict(collector.amax_) if isinstance(collector, MaxCollector) else collector.histograms_
-    )
+    binned: dict = collector.amax_ if isinstance(collector, MaxCollector) else collector.histograms_
+    statistics: dict = {}
+    for name in order:
+        stat = binned[same.get(name, name)]
+        statistics[name] = stat.copy() if name in same and not max_only else stat
     graph = model.graph
     lines = None
     if trt_names:
@@ -386,6 +392,27 @@ def calibrate_onnx(
     }
     kept = {} if max_only else statistics
     return CalibrationResult(kept, selection.amax, cache, settings, feed.ranges, seconds, selection)
+
+
+#: Operators whose first output holds exactly the values of their first input, rearranged: in
+#: every batch the same multiset of values, so the same histogram, max and counts.
+_SAME_VALUES = frozenset({"Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Identity"})
+
+
+def _same_values(graph, names: Sequence[str]) -> dict[str, str]:
+    """Map each tensor that a value-preserving op makes from another tensor to the chain's first.
+
+    Both must be in `names`. The first is binned once and its histogram copied: TensorRT's
+    histogram of a reshaped tensor is that of its input, so the caches do not change.
+    """
+    wanted = set(names)
+    first: dict[str, str] = {}
+    for node in graph.nodes:  # producers come before consumers
+        if node.op_type in _SAME_VALUES and node.inputs and node.outputs:
+            source, out = node.inputs[0], node.outputs[0]
+            if source in wanted and out in wanted and out != source:
+                first[out] = first.get(source, source)
+    return first
 
 
 def _ahead(items: Iterator):
