@@ -1,7 +1,8 @@
 """calibkit: TensorRT's INT8 post-training calibration, reimplemented on the CPU.
 
-Importing calibkit loads NumPy and Numba only; onnx, onnxruntime, tensorrt, pycuda and
-matplotlib are imported by the functions that need them.
+Importing calibkit loads NumPy only and changes no global setting; Numba is imported when the
+first histogram is filled or searched, and onnx, onnxruntime, tensorrt, pycuda and matplotlib
+by the functions that need them.
 """
 
 from __future__ import annotations
