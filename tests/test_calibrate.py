@@ -244,7 +244,7 @@ def test_cli_calibrate_writes_cache_and_stats(cnn, tmp_path, capsys):
 
 
 def test_cli_calibrate_options(cnn, tmp_path):
-    argv = ["--algorithm", "minmax", "--tensors", "^relu$", "--no-save-histograms"]
+    argv = ["--algorithm", "minmax", "--tensors", "^relu$", "--no-save-histograms", "--no-overlap"]
     assert _cli_calibrate(cnn, tmp_path / "m.cache", *argv, "--no-progress") == 0
     assert list(read_cache(tmp_path / "m.cache").scales) == ["relu"]
     assert not (tmp_path / "m.stats.npz").exists()

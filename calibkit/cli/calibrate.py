@@ -235,6 +235,14 @@ def _add_calibrate_onnx(sub) -> None:
             "flag only the max |x| is collected, a max pass instead (same cache)"
         ),
     )
+    g.add_argument(
+        "--no-overlap",
+        action="store_true",
+        help=(
+            "run onnxruntime and the binning one after the other (default: bin a batch while "
+            "the next one runs, faster but one more batch of activations in memory)"
+        ),
+    )
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     g.add_argument(
         "--table", type=int, default=30, metavar="ROWS", help="per-tensor rows to print (30)"
@@ -325,6 +333,7 @@ def _cmd_calibrate_onnx(args) -> int:
                 names=args.names,
                 header_algorithm=args.header_algorithm,
                 histograms=not args.no_save_histograms,
+                overlap=not args.no_overlap,
             )
         except ValueError as err:  # bad arguments and data become one error line
             raise CalibkitError(str(err)) from err

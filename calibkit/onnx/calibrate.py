@@ -1,7 +1,8 @@
 """ONNX calibration: run the model over the data, fill the histograms, hand them to the pipeline.
 
-:func:`calibrate_onnx` runs the model once over the data (streaming: one batch of activations
-in memory at a time) and fills one TensorRT-style histogram per tensor; the scale pipeline
+:func:`calibrate_onnx` runs the model once over the data (streaming: the next batch is computed
+while this one is binned, two batches of activations in memory at most) and fills one
+TensorRT-style histogram per tensor; the scale pipeline
 (:func:`calibkit.pipeline.select_scales`) turns them into the cache, as it does for every other
 path. The result holds the histograms, so :meth:`CalibrationResult.write` saves them next to the
 cache and :func:`calibkit.pipeline.select_from_stats` later recomputes any other algorithm from
