@@ -17,7 +17,7 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, overload, runtime_checkable
 
 import numpy as np
 
@@ -447,7 +447,10 @@ class MSESelector:
 def _parse_options(text: str) -> dict:
     """``"pytorch,ties=first"`` -> the options of an entropy preset plus overrides."""
     out: dict = {}
-    fields = {f.name: f.type for f in dataclasses.fields(EntropySelector) if f.name != "version"}
+    # the field types are strings ("int", "float", "str"): this module postpones annotations
+    fields = {
+        f.name: str(f.type) for f in dataclasses.fields(EntropySelector) if f.name != "version"
+    }
     for item in filter(None, (s.strip() for s in text.split(","))):
         if "=" not in item:
             if item not in ENTROPY_PRESETS:
@@ -463,6 +466,14 @@ def _parse_options(text: str) -> dict:
             raise SelectorError(msg)
         out[key] = _number(key, value, fields[key]) if fields[key] in ("int", "float") else value
     return out
+
+
+@overload
+def _number(name: str, text: str, kind: Literal["int"]) -> int: ...
+@overload
+def _number(name: str, text: str, kind: Literal["float"]) -> float: ...
+@overload
+def _number(name: str, text: str, kind: str) -> int | float: ...
 
 
 def _number(name: str, text: str, kind: str) -> int | float:

@@ -286,7 +286,8 @@ def save_stats(
         msg = f"all histograms must have the same number of bins, got {sorted(bins)}"
         raise ValueError(msg)
     num_bins = bins.pop() if bins else 0
-    arrays = {
+    # values typed Any: numpy's stub reads ``**arrays`` as possibly filling its bool keyword
+    arrays: dict[str, Any] = {
         "format": np.array(STATS_FORMAT),
         "calibkit_version": np.array(__version__),
         "settings": np.array(json.dumps(settings.to_dict(), sort_keys=True)),

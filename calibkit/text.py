@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 
-def format_table(rows: list[tuple[str, ...]]) -> str:
+
+def format_table(rows: Sequence[Sequence[str]]) -> str:
     """Align `rows` in columns: the first left-aligned, the others right-aligned."""
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = [

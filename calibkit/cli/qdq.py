@@ -16,7 +16,7 @@ logger = logging.getLogger(__name__)
 def _add_qdq(sub) -> None:
     p = sub.add_parser(
         "qdq",
-        help=_cmd_qdq.__doc__.splitlines()[0],
+        help=(_cmd_qdq.__doc__ or "").splitlines()[0],
         description="Insert QuantizeLinear/DequantizeLinear pairs (TensorRT 11 explicit INT8) "
         "with the scales of a TensorRT cache or of saved histograms. See docs/qdq.md.",
     )
@@ -60,7 +60,7 @@ def _add_qdq(sub) -> None:
 
     r = sub.add_parser(
         "qdq-to-cache",
-        help=_cmd_qdq_to_cache.__doc__.splitlines()[0],
+        help=(_cmd_qdq_to_cache.__doc__ or "").splitlines()[0],
         description="Read the activation scales of a Q/DQ model into a TensorRT <= 10 cache "
         "(as NVIDIA's qdq-translator does) and optionally write the model without Q/DQ.",
     )

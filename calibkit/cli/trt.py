@@ -18,7 +18,7 @@ def _add_trt(sub) -> None:
         "(TensorRT 11: use calibkit qdq).",
     )
     verbs = trt.add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = verbs.add_parser("build", help=_cmd_trt_build.__doc__.splitlines()[0])
+    p = verbs.add_parser("build", help=(_cmd_trt_build.__doc__ or "").splitlines()[0])
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("--cache", required=True, help="calibration cache (any TensorRT version)")
     p.add_argument("-o", "--output", required=True, help="engine file to write")
@@ -42,7 +42,7 @@ def _add_trt(sub) -> None:
     p.add_argument("--fp16", action="store_true", help="also allow FP16 kernels")
     _add_trt_common(p)
     p.set_defaults(func=_cmd_trt_build)
-    p = verbs.add_parser("crosscheck", help=_cmd_trt_crosscheck.__doc__.splitlines()[0])
+    p = verbs.add_parser("crosscheck", help=(_cmd_trt_crosscheck.__doc__ or "").splitlines()[0])
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("--data", required=True, help="calibration data (as for calibkit calibrate)")
     p.add_argument(

@@ -9,8 +9,11 @@ them, without onnx or onnxruntime.
 
 Examples
 --------
->>> import calibkit as ck  # doctest: +SKIP
->>> result = ck.calibrate_onnx("model.onnx", "calib.npz", trt_version="10.16")  # doctest: +SKIP
+>>> import calibkit as ck
+>>> model, data = "examples/fashion_mnist/model.onnx", "examples/fashion_mnist/calib.npz"
+>>> result = ck.calibrate_onnx(model, data, trt_version="10.16")
+>>> result.cache.to_bytes().splitlines()[:2]  # the header and the input's scale
+[b'TRT-101600-EntropyCalibration2', b'image: 3c010a14']
 >>> result.write("model.cache")  # also writes model.stats.npz  # doctest: +SKIP
 >>> cache = ck.select_from_stats("model.stats.npz", "percentile:99.99")  # doctest: +SKIP
 """
@@ -252,7 +255,6 @@ def calibrate_onnx(
     if names not in ("trt", "onnx"):
         msg = f"names must be 'trt' or 'onnx', got {names!r}"
         raise ValueError(msg)
-    trt_names = names == "trt" and trt_version is not None
     model = OnnxModel.of(model)
     source = OnnxActivationSource(
         model,
@@ -286,10 +288,11 @@ def calibrate_onnx(
     if not feed.num_samples:
         msg = f"{data.description}: no calibration samples"
         raise ValueError(msg)
+    version = None if trt_version is None else parse_trt_version(trt_version)
     graph = model.graph
     lines = None
-    if trt_names:
-        cache_names = trt_cache_names(model, trt_version=parse_trt_version(trt_version))
+    if names == "trt" and version is not None:
+        cache_names = trt_cache_names(model, trt_version=version)
         if tensors is not None:  # --tensors restricts TensorRT's lines as it does activations
             wanted = re.compile(tensors)
             kept = tuple(
@@ -329,7 +332,7 @@ def calibrate_onnx(
         source_sha256=_sha256(path) if path is not None else _sha256_bytes(model.proto),
         algorithm=selector.spec,
         num_bins=num_bins,
-        trt_version=trt_version,  # StatsSettings spells it major.minor.patch
+        trt_version=None if version is None else ".".join(map(str, version)),  # major.minor.patch
         share_scales=share_scales,
         nan_policy=nan_policy,
         data=data.description,
@@ -392,7 +395,9 @@ def format_amax_table(
         m = hist.max_abs if hist is not None else math.nan
         ratio = f"{value / m:.3f}" if m > 0 else "-"
         shown = f"{m:.6g}" if hist is not None else "-"
-        rows.append((name, shown, f"{value:.6g}", ratio, hex_from_scale(scale_from_amax(value))))
+        rows.append(
+            (name, shown, f"{value:.6g}", ratio, hex_from_scale(float(scale_from_amax(value))))
+        )
     return format_table(rows)
 
 
@@ -406,7 +411,7 @@ def format_input_table(ranges: Mapping[str, InputRange]) -> str:
 def format_summary(result: CalibrationResult) -> str:
     """One-paragraph account of a run: samples, speed, time split."""
     s, st = result.seconds, result.settings
-    n = st.num_samples
+    n = st.num_samples or 0  # None only in settings no calibration run made
     own = s["collect"] + s["select"]
     text = (
         f"{len(result.amax)} tensors, {n} samples in {st.num_batches} batches of "

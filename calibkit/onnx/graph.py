@@ -170,16 +170,16 @@ class Graph:
                 raise CacheFormatError(msg)
             at = f"{where}: nodes[{index}]"
             name = str(raw.get("name", ""))
-            outputs = list(_list(raw, "outputs", at))
-            for k, out in enumerate(outputs):
+            node_outputs = list(_list(raw, "outputs", at))
+            for k, out in enumerate(node_outputs):
                 if rename_rewrites and out in written:
-                    renamed[out] = outputs[k] = f"{name}_output_{k}"
-                written.add(outputs[k])
+                    renamed[out] = node_outputs[k] = f"{name}_output_{k}"
+                written.add(node_outputs[k])
             nodes.append(
                 Node(
                     op_type=str(raw["op"]),
                     inputs=tuple(renamed.get(t, t) for t in _list(raw, "inputs", at)),
-                    outputs=tuple(outputs),
+                    outputs=tuple(node_outputs),
                     name=name,
                     attrs=dict(raw.get("attrs", {})),
                 )

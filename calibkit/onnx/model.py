@@ -86,8 +86,11 @@ class OnnxModel:
 
     Examples
     --------
-    >>> model = OnnxModel.load("model.onnx")  # doctest: +SKIP
-    >>> model.inputs, model.graph.tensors[:3], model.types["conv1"]  # doctest: +SKIP
+    >>> model = OnnxModel.load("examples/fashion_mnist/model.onnx")
+    >>> model.inputs
+    [InputSpec(name='image', dtype=dtype('float32'), shape=('batch', 1, 28, 28))]
+    >>> model.graph.tensors[:3], model.types["conv2d"]  # 1: onnx.TensorProto.FLOAT
+    (['image', 'conv2d', 'relu'], 1)
     """
 
     def __init__(

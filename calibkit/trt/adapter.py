@@ -81,6 +81,13 @@ class _Algorithm:
     quantile: float | None = None
     regression_cutoff: float | None = None
 
+    def legacy_parameters(self) -> tuple[float, float]:
+        """Return ``(quantile, regression_cutoff)`` of an IInt8LegacyCalibrator algorithm."""
+        if self.quantile is None or self.regression_cutoff is None:
+            msg = f"{self.spec!r} has no quantile and regression cutoff for a legacy calibrator"
+            raise TypeError(msg)
+        return self.quantile, self.regression_cutoff
+
 
 def _parse_algorithm(algorithm: Any) -> _Algorithm:
     """Map a selector spec (``"entropy2"``, ``"legacy:0.9999:1.0"``, ...) or a Selector."""
@@ -318,12 +325,14 @@ def _served_bytes(cache: Any, algo: _Algorithm, version: tuple[int, int, int]) -
         msg = "the calibration cache has no tensors; TensorRT would recalibrate"
         raise CalibkitError(msg)
     if algo.word == LEGACY_ALGORITHM:
-        legacy = LegacyHeader(algo.regression_cutoff, algo.quantile)
-        header = {"version": None, "algorithm": algo.word, "legacy": legacy}
+        quantile, cutoff = algo.legacy_parameters()
+        written, legacy = None, LegacyHeader(cutoff, quantile)
     else:
-        header = {"version": version, "algorithm": algo.word, "legacy": None}
+        written, legacy = version, None
     # LF line endings, as TensorRT writes them (whether it reads CRLF is not known)
-    served = dataclasses.replace(cache, newline="\n", **header)
+    served = dataclasses.replace(
+        cache, newline="\n", version=written, algorithm=algo.word, legacy=legacy
+    )
     data = served.to_bytes()
     if (cache.version, cache.algorithm, cache.legacy) != (
         served.version,
@@ -422,7 +431,7 @@ def make_calibrator(
             msg = f"when recording, cache= is the path to write TensorRT's cache to, got {cache!r}"
             raise TypeError(msg)
         served, buffers = None, _DeviceBuffers(_open_device(device))
-    base = getattr(trt, algo.base)
+    base: Any = getattr(trt, algo.base)  # TensorRT's calibrator class, chosen at run time
 
     class Calibrator(base):
         """calibkit's TensorRT calibrator (see :func:`calibkit.trt.adapter.make_calibrator`)."""
@@ -455,7 +464,7 @@ def make_calibrator(
 
         @_contained(None)
         def get_batch(self, names: list[str]) -> list[int] | None:
-            if buffers is None:
+            if buffers is None or self._batches is None:  # both None when serving
                 msg = (
                     "TensorRT rejected the served cache and asked for calibration data; "
                     "check the TensorRT log for the reason"
@@ -488,10 +497,10 @@ def make_calibrator(
         if algo.base == "IInt8LegacyCalibrator":
 
             def get_quantile(self) -> float:
-                return algo.quantile
+                return algo.legacy_parameters()[0]
 
             def get_regression_cutoff(self) -> float:
-                return algo.regression_cutoff
+                return algo.legacy_parameters()[1]
 
             def read_histogram_cache(self, length: int) -> None:
                 # The binding passes `length` to Python by value and casts the answer to a
@@ -524,7 +533,7 @@ class DynamicRangeReport:
 
 
 def _network_tensors(network: Any) -> dict[str, Any]:
-    tensors = {}
+    tensors: dict[str, Any] = {}
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         tensors.setdefault(tensor.name, tensor)
