@@ -16,10 +16,21 @@ Output error measures (:func:`output_error`), over all samples of one model outp
 
 Examples
 --------
->>> import calibkit as ck  # doctest: +SKIP
->>> amax = ck.scales_from_stats("m.stats.npz", "entropy2").amax  # as the cache  # doctest: +SKIP
->>> result = ck.sensitivity("m.onnx", amax, [{"image": x}])  # doctest: +SKIP
->>> print(result.format_table())  # doctest: +SKIP
+>>> import calibkit as ck
+>>> import numpy as np
+>>> stats = "tests/data/golden_stats/fashion.stats.npz"  # examples/fashion_mnist's histograms
+>>> amax = ck.scales_from_stats(stats, "entropy2").amax  # as the cache
+>>> x = np.load("examples/fashion_mnist/calib.npz")["image"][:64]  # use held-aside data
+>>> model = "examples/fashion_mnist/model.onnx"
+>>> result = ck.sensitivity(model, amax, [{"image": x}], algorithm="entropy2")
+>>> print(result.format_table(limit=3))
+rank           tensor   amax  rel. error    cosine  top-1 agree
+1              relu_1  2.238 ...
+2          max_pool2d  2.238 ...
+3              relu_5  35.24 ...
+-     (all quantised)    nan ...
+... 5 more tensors (see --json)
+output 'logits', 64 samples, entropy2; one tensor quantised at a time (activation Q/DQ), ...
 """
 
 from __future__ import annotations
