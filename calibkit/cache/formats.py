@@ -135,8 +135,7 @@ def detect_format(path: str | os.PathLike, data: bytes | None = None) -> str:
             raise CacheFormatError(msg) from err
         if isinstance(obj, dict) and "entries" in obj:
             return "json"
-        values = list(obj.values())[:1] if isinstance(obj, dict) else []
-        if values and isinstance(values[0], dict) and values[0].get("CLS") == "TensorData":
+        if _ort_tensors(obj) is not None:
             return "ort-json"
         return "ranges-json"
     first = data.split(b"\n", 1)[0].rstrip(b"\r")
@@ -221,16 +220,52 @@ def _read_ranges_json(obj, source: str) -> dict[str, np.float32]:
     return scales
 
 
+def _ort_tensors(obj) -> dict | None:
+    """The ``{name: TensorData}`` part of an onnxruntime ``calibration.json``, else None.
+
+    onnxruntime writes either a plain ``{name: TensorData}`` dict (``write_calibration_table``
+    given a dict) or, for the ``TensorsData`` its calibrators return, the wrapper
+    ``{"CLS": "TensorsData", "data": {name: TensorData}}``.
+    """
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("CLS") == "TensorsData" and isinstance(obj.get("data"), dict):
+        obj = obj["data"]
+    values = list(obj.values())[:1]
+    if values and isinstance(values[0], dict) and values[0].get("CLS") == "TensorData":
+        return obj
+    return None
+
+
+def _ort_number(item, where: str) -> float:
+    """One of ``lowest``/``highest``: a number, or a numpy array of one element.
+
+    numpy values are ``{"data": ..., "dtype": ..., "CLS": "numpy.array"}`` with ``data`` a
+    number or a (nested) list; onnxruntime itself calls ``.item()`` on them, so exactly one
+    element is accepted, as there.
+    """
+    if isinstance(item, dict):
+        item = item.get("data")
+    while isinstance(item, list) and len(item) == 1:
+        item = item[0]
+    if isinstance(item, list):
+        msg = f"{where}: expected one number (onnxruntime calls .item()), got {len(item)} values"
+        raise CacheFormatError(msg)
+    return _json_value(item, where)
+
+
 def _read_ort_json(obj, source: str) -> dict[str, np.float32]:
+    tensors = _ort_tensors(obj)
+    if tensors is None:
+        msg = f"{source}: expected onnxruntime's calibration.json ({{name: TensorData}})"
+        raise CacheFormatError(msg)
     scales = {}
-    for name, value in obj.items():
+    for name, value in tensors.items():
         where = f"{source}: tensor {name!r}"
-        ends = []
-        for key in ("highest", "lowest"):
-            item = value.get(key, 0.0) if isinstance(value, dict) else None
-            if isinstance(item, dict):  # numpy arrays are {"data": ..., "dtype": ..., "CLS": ...}
-                item = item.get("data")
-            ends.append(_json_value(item, f"{where} {key}"))
+        if not isinstance(value, dict):
+            msg = f"{where}: expected a TensorData object, got {type(value).__name__}"
+            raise CacheFormatError(msg)
+        ends = [_ort_number(value.get(key, 0.0), f"{where} {key}") for key in ("highest", "lowest")]
         # write_calibration_table stores max(highest, lowest): ONNX Runtime's own choice
         scales[name] = scale_from_amax(_number(str(max(ends)), where, "range"))
     return scales

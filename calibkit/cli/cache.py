@@ -227,6 +227,17 @@ def _write_any(path, cache, fmt, source_fmt, args):
 
     same_suffix = Path(path).suffix.lower() == Path(args.file).suffix.lower()
     target = fmt or (source_fmt if same_suffix else format_for_path(path))
+    header_given = bool(getattr(args, "trt_version", None) or getattr(args, "algorithm", None))
+    if header_given and not FORMATS[target][2]:
+        if fmt is not None:
+            msg = (
+                f"--trt-version/--algorithm set a TensorRT header, which format {fmt!r} does not "
+                "hold; use --to trt (or --to json), or drop the header options"
+            )
+            raise CalibkitError(msg)
+        # An explicit TensorRT header asks for a TensorRT cache, whatever the suffix suggests
+        # (calibration.cache -> trt.cache would otherwise stay onnxruntime's text format).
+        target = "trt"
     if FORMATS[target][2] and not FORMATS[source_fmt][2] and cache.version is None:
         msg = (
             f"{args.file} ({source_fmt}) has no TensorRT header; "
