@@ -213,12 +213,19 @@ def test_check_against_graph_json(tmp_path, capsys):
         b"TRT-8601-EntropyCalibration2\nx: 3c010204\ny: 3d000000\nz: 3d000000\nw: 0\n"
     )
     args = ["cache", "check", str(cache), "--model", str(tmp_path / "graph.json")]
-    assert main(args) == 0
+    assert main(args) == 1  # a zero scale is an issue: non-zero exit by default
     out = capsys.readouterr().out
     assert "1 zero scale" in out and "equal scale across MaxPool pool: y -> z" in out
     assert main([*args, "--strict", "--json"]) == 1
     obj = json.loads(capsys.readouterr().out)
     assert obj["zero"] == ["w"] and obj["missing"] == [] and not obj["ok"]
+    assert main([*args, "--report-only"]) == 0
+    assert "-> issues" in capsys.readouterr().out
+    cache.write_bytes(
+        b"TRT-8601-EntropyCalibration2\nx: 3c010204\ny: 3d000000\nz: 3d000000\nw: 1\n"
+    )
+    assert main(args) == 0  # clean
+    assert "-> ok" in capsys.readouterr().out
 
 
 def test_diff_in_bins_with_saved_statistics(tmp_path, capsys):

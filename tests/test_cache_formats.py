@@ -33,6 +33,7 @@ SUFFIX = {
     "ranges-json": ".json",
     "ort": ".flatbuffers",
     "ort-text": ".cache",
+    "ort-overrides": ".json",
 }
 WRITABLE = [f for f, (_, writable, _) in FORMATS.items() if writable]
 

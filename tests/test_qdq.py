@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -653,3 +654,21 @@ def test_fashion_mnist_qdq_keeps_labelled_accuracy(agreement, fashion, algorithm
         accuracy[name] = np.mean(got == labels)
     assert accuracy["calibrated"] >= fp32 - 0.01, accuracy
     assert accuracy["calibrated"] >= accuracy["scales /16"] + 0.3, accuracy
+
+
+def test_qdq_with_another_models_cache_is_an_error(tmp_path, capsys):
+    from calibkit.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    other = root / "examples" / "caches" / "trt8204_entropy2_tiny_trtcookbook.cache"
+    out = tmp_path / "q.onnx"
+    model = root / "examples" / "fashion_mnist" / "model.onnx"
+    assert main(["qdq", str(model), "--cache", str(other), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "is the cache for another model?" in err and str(model) in err
+    assert not out.exists()
+    # a cache whose names are in the model, but no op of --op-types reads them: also refused
+    cache = tmp_path / "f.cache"
+    cache.write_bytes(b"TRT-101600-EntropyCalibration2\nlogits: 3c010a14\n")
+    assert main(["qdq", str(model), "--cache", str(cache), "-o", str(out)]) == 1
+    assert "no activation quantized" in capsys.readouterr().err and not out.exists()

@@ -30,6 +30,7 @@ import os
 import re
 import struct
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,7 @@ __all__ = [
     "FORMATS",
     "detect_format",
     "format_for_path",
+    "ort_tensor_quant_overrides",
     "range_for_scale",
     "read_scales",
     "to_json_dict",
@@ -67,6 +69,7 @@ FORMATS = {
     "ort": (True, True, False),
     "ort-text": (True, True, False),
     "ort-json": (True, False, False),
+    "ort-overrides": (True, True, False),
 }
 _NUMBER = rb"(?:[0-9.eE+-]+|inf|nan)"
 _RANGES_LINE = re.compile(rb".+:\s*" + _NUMBER)
@@ -137,6 +140,9 @@ def detect_format(path: str | os.PathLike, data: bytes | None = None) -> str:
             return "json"
         if _ort_tensors(obj) is not None:
             return "ort-json"
+        values = list(obj.values())[:1] if isinstance(obj, dict) else []
+        if values and isinstance(values[0], list) and values[0] and isinstance(values[0][0], dict):
+            return "ort-overrides"
         return "ranges-json"
     first = data.split(b"\n", 1)[0].rstrip(b"\r")
     if first.startswith(b"TRT-") or first == b"1" or first.startswith(b"0 "):
@@ -221,7 +227,7 @@ def _read_ranges_json(obj, source: str) -> dict[str, np.float32]:
 
 
 def _ort_tensors(obj) -> dict | None:
-    """The ``{name: TensorData}`` part of an onnxruntime ``calibration.json``, else None.
+    """Return the ``{name: TensorData}`` part of an onnxruntime ``calibration.json``, or None.
 
     onnxruntime writes either a plain ``{name: TensorData}`` dict (``write_calibration_table``
     given a dict) or, for the ``TensorsData`` its calibrators return, the wrapper
@@ -268,6 +274,29 @@ def _read_ort_json(obj, source: str) -> dict[str, np.float32]:
         ends = [_ort_number(value.get(key, 0.0), f"{where} {key}") for key in ("highest", "lowest")]
         # write_calibration_table stores max(highest, lowest): ONNX Runtime's own choice
         scales[name] = scale_from_amax(_number(str(max(ends)), where, "range"))
+    return scales
+
+
+def _read_ort_overrides(obj, source: str) -> dict[str, np.float32]:
+    if not isinstance(obj, dict):
+        msg = f"{source}: expected TensorQuantOverrides {{name: [{{scale, zero_point}}]}}"
+        raise CacheFormatError(msg)
+    scales = {}
+    for name, value in obj.items():
+        where = f"{source}: tensor {name!r}"
+        if not (isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict)):
+            msg = f"{where}: expected one per-tensor override [{{scale, zero_point}}]"
+            raise CacheFormatError(msg)
+        entry = value[0]
+        if "scale" not in entry:
+            msg = f"{where}: expected a 'scale' (rmin/rmax-only overrides carry no scale)"
+            raise CacheFormatError(msg)
+        zero_point = entry.get("zero_point", 0)
+        if zero_point != 0 or isinstance(zero_point, bool):
+            msg = f"{where}: zero_point {zero_point!r}; TensorRT scales are symmetric (0)"
+            raise CacheFormatError(msg)
+        scale = _json_value(entry["scale"], f"{where} scale")
+        scales[name] = np.float32(_number(repr(scale), where, "scale"))
     return scales
 
 
@@ -372,7 +401,7 @@ def read_scales(source: str | os.PathLike, fmt: str | None = None) -> tuple[Cali
     name = str(path)
     if fmt == "trt":
         return read_cache(path), fmt
-    if fmt in ("json", "ranges-json", "ort-json"):
+    if fmt in ("json", "ranges-json", "ort-json", "ort-overrides"):
         try:
             obj = json.loads(data)
         except ValueError as err:
@@ -380,7 +409,11 @@ def read_scales(source: str | os.PathLike, fmt: str | None = None) -> tuple[Cali
             raise CacheFormatError(msg) from err
         if fmt == "json":
             return _read_json(obj, name), fmt
-        reader = _read_ranges_json if fmt == "ranges-json" else _read_ort_json
+        reader = {
+            "ranges-json": _read_ranges_json,
+            "ort-json": _read_ort_json,
+            "ort-overrides": _read_ort_overrides,
+        }[fmt]
         return _headerless(reader(obj, name)), fmt
     readers = {
         "csv": _read_csv,
@@ -465,6 +498,59 @@ def _to_ort(cache: CalibrationCache) -> bytes:
     return bytes(builder.Output())
 
 
+def ort_tensor_quant_overrides(
+    cache: CalibrationCache, tensors: Iterable[str] | None = None, *, as_numpy: bool = True
+) -> dict[str, list[dict]]:
+    """Return onnxruntime's ``TensorQuantOverrides`` that reproduce `cache`'s scales.
+
+    ``{name: [{"scale": s, "zero_point": 0}]}``: one per-tensor override each, the float32 scale
+    itself and a zero point of 0 (TensorRT quantizes symmetrically). Pass it as
+    ``quantize_static(..., activation_type=QuantType.QInt8,
+    extra_options={"TensorQuantOverrides": overrides})``; onnxruntime then writes exactly these
+    scales into its QuantizeLinear / DequantizeLinear nodes.
+
+    Parameters
+    ----------
+    tensors : iterable of str, optional
+        The model's tensor names. onnxruntime refuses an override for a tensor it does not
+        know, so cache names outside this set (TensorRT-internal tensors) are left out, with a
+        warning. Default: every cache name.
+    as_numpy : bool
+        True (default): numpy values, as ``quantize_static`` needs (it calls ``.squeeze()``).
+        False: plain floats and ints, for JSON.
+
+    Tensors with a zero or infinite scale cannot be expressed (onnxruntime needs a finite
+    scale > 0); they are left out with a warning, and quantize with onnxruntime's own range.
+    """
+    keep = None if tensors is None else set(tensors)
+    out: dict[str, list[dict]] = {}
+    unknown, unusable = [], []
+    for name, scale in cache.scales.items():
+        if keep is not None and name not in keep:
+            unknown.append(name)
+        elif not (np.isfinite(scale) and scale > 0):
+            unusable.append(name)
+        elif as_numpy:
+            out[name] = [{"scale": np.array(scale, np.float32), "zero_point": np.array(0, np.int8)}]
+        else:
+            out[name] = [{"scale": float(scale), "zero_point": 0}]
+    if unknown:
+        warnings.warn(
+            f"{len(unknown)} cache tensor(s) are not in the model and were left out "
+            f"(e.g. {unknown[0]!r}; TensorRT-internal names have no ONNX tensor)",
+            UserWarning,
+            stacklevel=2,
+        )
+    if unusable:
+        warnings.warn(
+            f"{len(unusable)} tensor(s) with a zero or infinite scale were left out "
+            f"(e.g. {unusable[0]!r}): onnxruntime needs a finite scale > 0",
+            UserWarning,
+            stacklevel=2,
+        )
+    return out
+
+
 def to_format_bytes(cache: CalibrationCache, fmt: str) -> bytes:
     """Serialize `cache` in format `fmt` (see :data:`FORMATS`)."""
     if fmt not in FORMATS or not FORMATS[fmt][1]:
@@ -477,6 +563,9 @@ def to_format_bytes(cache: CalibrationCache, fmt: str) -> bytes:
         return (json.dumps(to_json_dict(cache), indent=2, ensure_ascii=False) + "\n").encode()
     if fmt == "csv":
         return _to_csv(cache)
+    if fmt == "ort-overrides":
+        overrides = ort_tensor_quant_overrides(cache, as_numpy=False)
+        return (json.dumps(overrides, indent=1, ensure_ascii=False) + "\n").encode()
     _warn_ranges(cache, fmt)
     if fmt == "ort":
         return _to_ort(cache)

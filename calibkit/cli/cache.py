@@ -48,6 +48,11 @@ def _add_cache(subparsers) -> None:
     source(q)
     q.add_argument("-o", "--output", required=True, help="output file")
     q.add_argument("--to", choices=writable, help="output format (default: from the suffix)")
+    q.add_argument(
+        "--model",
+        help="model.onnx or graph.json: keep only its tensors (onnxruntime's ort-overrides "
+        "refuse names the model lacks, such as TensorRT-internal ones)",
+    )
     _header_options(q)
     q.set_defaults(func=_cmd_cache_convert)
 
@@ -70,7 +75,14 @@ def _add_cache(subparsers) -> None:
     source(q)
     q.add_argument("--model", required=True, help="model.onnx (needs calibkit[onnx]) or graph.json")
     q.add_argument("--json", action="store_true", help="print one JSON object")
-    q.add_argument("--strict", action="store_true", help="exit 1 unless the check is clean")
+    q.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 unless the check is clean (the default since issues exit 1; kept for scripts)",
+    )
+    q.add_argument(
+        "--report-only", action="store_true", help="exit 0 even when the check finds issues"
+    )
     q.set_defaults(func=_cmd_cache_check)
 
 
@@ -256,9 +268,27 @@ def _cmd_cache_convert(args) -> int:
         cache, fmt = _read_any(args.file, args.from_format)
         if args.trt_version or args.algorithm:
             cache = retarget(cache, trt_version=args.trt_version, algorithm=args.algorithm)
+        if args.model:
+            cache = _keep_model_tensors(cache, args.model)
         written = _write_any(args.output, cache, args.to, fmt, args)
     print(f"{args.output}: {written}, {len(cache.scales)} tensors")
     return 0
+
+
+def _keep_model_tensors(cache, model):
+    import warnings
+
+    from ..cache.check import read_model_graph
+    from ..cache.edit import drop_tensors
+
+    graph, _ = read_model_graph(model)
+    known = set(graph.tensors) | set(graph.initializers)
+    others = [name for name in cache.scales if name not in known]
+    if others:
+        warnings.warn(
+            f"{len(others)} tensor(s) not in {model} left out (e.g. {others[0]!r})", stacklevel=2
+        )
+    return drop_tensors(cache, others)
 
 
 def _pairs(items, what):
@@ -317,7 +347,9 @@ def _cmd_cache_check(args) -> int:
         cache, _ = _read_any(args.file, args.from_format)
         graph, float_tensors = read_model_graph(args.model)
     report = check_cache(cache, graph, float_tensors=float_tensors)
-    status = 1 if args.strict and not report.ok else 0
+    if args.strict and args.report_only:
+        raise CalibkitError("--strict and --report-only contradict each other; give one")
+    status = 0 if report.ok or args.report_only else 1
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return status

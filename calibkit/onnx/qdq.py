@@ -651,6 +651,13 @@ def to_qdq(
     for name in scales:
         if name not in report.activations:
             report.unused_scales[name] = _unused_reason(name, g, internal)
+    if scales and not any(n in g.producer or n in g.graph_inputs for n in scales):
+        # Not one name in common: the cache belongs to another model (or another export).
+        msg = (
+            f"{where}: none of the {len(scales)} scales names a tensor of this model (e.g. "
+            f"{next(iter(scales))!r}); is the cache for another model?"
+        )
+        raise CacheFormatError(msg)
     shift = _numeric_shift(g, scales)
     if shift is not None:
         report.warnings.append(shift)
@@ -768,6 +775,14 @@ def write_qdq(
     else:
         scales = cache
     qdq_model, report = to_qdq(model, scales, **options)
+    if not report.activations:
+        # Writing a "Q/DQ model" without one activation Q/DQ is never what was asked for.
+        msg = (
+            f"{model if not hasattr(model, 'graph') else '<model>'}: no activation quantized: "
+            f"{len(scales)} scales, but no quantizable op reads a tensor that has one (see "
+            f"op_types / exclude_nodes); {path} not written"
+        )
+        raise CacheFormatError(msg)
     save_model(Path(path), qdq_model)
     if report_path is not None:
         report.write(report_path)
