@@ -348,7 +348,8 @@ def _cmd_cache_check(args) -> int:
         graph, float_tensors = read_model_graph(args.model)
     report = check_cache(cache, graph, float_tensors=float_tensors)
     if args.strict and args.report_only:
-        raise CalibkitError("--strict and --report-only contradict each other; give one")
+        msg = "--strict and --report-only contradict each other; give one"
+        raise CalibkitError(msg)
     status = 0 if report.ok or args.report_only else 1
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
