@@ -169,12 +169,16 @@ def _add_calibrate_onnx(sub) -> None:
     g = p.add_argument_group("ONNX model (SOURCE = MODEL.onnx, run on the CPU by onnxruntime)")
     g.add_argument(
         "--data",
+        "--data-loader-script",
+        "--load-inputs",
+        dest="data",
         metavar="DATA",
         help=(
             "calibration inputs: X.npy (one input, first axis = samples), X.npz (keyed by input "
-            "name), a folder of per-sample .npy/.npz files or of images (with --preprocess), or "
+            "name), a folder of per-sample .npy/.npz files or of images (with --preprocess), "
             "a loader script FILE.py[:FUNCTION] (default load_data) returning an iterable of "
-            "{input name: array} batches"
+            "{input name: array} batches, or Polygraphy's --save-inputs X.json (Polygraphy's "
+            "spellings --data-loader-script and --load-inputs are accepted)"
         ),
     )
     g.add_argument("--batch-size", type=int, help="samples per batch (default: model's, else 8)")
@@ -220,7 +224,7 @@ def _add_calibrate_onnx(sub) -> None:
         "--calibration-shape",
         action="append",
         default=[],
-        metavar="NAME=DxD...",
+        metavar="NAME=DxD...",  # also Polygraphy's NAME:[D,D,...] and NAME:DxD
         help=(
             "feed input NAME at this shape, as TensorRT does with dynamic shapes (it reads the "
             "calibration profile's opt shape from the start of each batch); repeatable"

@@ -66,7 +66,13 @@ def _add_research(sub) -> None:
         ),
     )
     p.add_argument("source", metavar="SOURCE", help="MODEL.onnx or activations .npz")
-    p.add_argument("--data", help="model inputs (as for calibkit calibrate MODEL.onnx --data)")
+    p.add_argument(
+        "--data",
+        "--data-loader-script",
+        "--load-inputs",
+        dest="data",
+        help="model inputs (as for calibkit calibrate MODEL.onnx --data)",
+    )
     p.add_argument("--preprocess", metavar="PRESET", help="image folders: preprocessing preset")
     p.add_argument("--tensors", metavar="REGEX", help="analyse only tensors matching REGEX")
     p.add_argument("--max-samples", type=int, help="use at most this many samples")
@@ -102,7 +108,14 @@ def _add_research(sub) -> None:
     )
     p.add_argument("model", metavar="MODEL.onnx", help="the float model")
     p.add_argument("--stats", required=True, metavar="STATS.npz", help="saved statistics")
-    p.add_argument("--data", required=True, help="held-aside inputs (as for calibrate --data)")
+    p.add_argument(
+        "--data",
+        "--data-loader-script",
+        "--load-inputs",
+        dest="data",
+        required=True,
+        help="held-aside inputs (as for calibrate --data)",
+    )
     p.add_argument("--preprocess", metavar="PRESET", help="image folders: preprocessing preset")
     p.add_argument("-a", "--algorithm", default="entropy2", help="selector (default entropy2)")
     p.add_argument("--max-samples", type=int, default=256, help="inputs to use (default 256)")
