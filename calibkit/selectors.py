@@ -308,7 +308,8 @@ ENTROPY_PRESETS: dict[str, dict] = {
 rival (exact only where no value equals the range: candidate B gives such values a bin of
 their own, which calibkit's histogram does not keep); ``pytorch`` the KL of NVIDIA
 pytorch-quantization / ModelOpt; ``mxnet`` the KL of MXNet, ONNX Runtime and TVM applied to a
-|x| histogram (their signed collection is not reproduced)."""
+|x| histogram (their signed collection is not reproduced). TensorRT 8.6's Constant lines rule
+out all three as TensorRT's search (docs/fidelity.md §1b); they are kept for research."""
 
 
 @dataclass(frozen=True)
