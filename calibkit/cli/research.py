@@ -52,6 +52,7 @@ def _add_research(sub) -> None:
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
     p.add_argument("--algorithms", default=_RESEARCH_ALGORITHMS, help="comma-separated specs")
     p.add_argument("--max-tensors", type=int, metavar="N", help="plot only the first N tensors")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_share_option(p, _JUDGED)
     p.set_defaults(func=_cmd_report)
 
@@ -95,6 +96,7 @@ def _add_research(sub) -> None:
         help="TensorRT version whose sharing rules apply (default: unknown, the pooling rule)",
     )
     add_share_option(p, " applied to each run's amax (MODEL.onnx only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_stability)
 
     p = sub.add_parser(
@@ -127,6 +129,7 @@ def _add_research(sub) -> None:
     p.add_argument("--threads", type=int, help="onnxruntime threads")
     p.add_argument("--json", metavar="FILE", help="write the ranking as JSON")
     p.add_argument("--table", type=int, default=30, metavar="ROWS", help="rows to print (30)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_share_option(p, _JUDGED)
     p.set_defaults(func=_cmd_sensitivity)
 
@@ -183,6 +186,7 @@ def _cmd_report(args) -> int:
             max_tensors=args.max_tensors,
             title=f"calibkit report: {Path(args.stats).name}",
             share_scales=args.share_scales,
+            progress=not args.no_progress,
         )
     except ValueError as err:
         raise CalibkitError(str(err)) from err
@@ -217,6 +221,7 @@ def _cmd_stability(args) -> int:
                 preprocess=args.preprocess,
                 max_bytes=args.max_memory << 20,
                 num_threads=args.threads,
+                progress=not args.no_progress,
             )
         else:
             samples = samples_from_recorded(args.source)
@@ -237,6 +242,7 @@ def _cmd_stability(args) -> int:
             graph=graph,
             trt_version=args.trt_version,
             share_scales=args.share_scales,
+            progress=not args.no_progress,
         )
     except ValueError as err:
         raise CalibkitError(str(err)) from err
@@ -275,6 +281,7 @@ def _cmd_sensitivity(args) -> int:
             algorithm=selection.selector.spec,
             quantize_weights=args.weights,
             num_threads=args.threads,
+            progress=not args.no_progress,
         )
     except ValueError as err:
         raise CalibkitError(str(err)) from err

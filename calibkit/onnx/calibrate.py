@@ -25,7 +25,6 @@ import logging
 import math
 import os
 import re
-import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -45,6 +44,7 @@ from ..pipeline import (
     check_share_scales,
     select_scales,
 )
+from ..progress import progress_bar
 from ..rules.names import CacheNames, constant_values, trt_cache_names
 from ..rules.sharing import SharingResult
 from ..scale import scale_from_amax
@@ -219,7 +219,8 @@ def calibrate_onnx(
     tensors, max_tensors_per_run, optimization, num_threads
         Passed to :class:`calibkit.onnx.source.OnnxActivationSource`.
     progress : bool
-        Show a tqdm progress bar (samples/s) on stderr, when stderr is a terminal.
+        Show a progress bar (samples/s) on stderr, when stderr is a terminal
+        (:mod:`calibkit.progress`).
     share_scales : str
         TensorRT's scale-sharing rules for the target version (``"trt"``, the default), none
         (``"none"``) or explicit ones (``"P"``, ``"P,C"``); see docs/sharing.md.
@@ -275,10 +276,8 @@ def calibrate_onnx(
         )
     collector = HistogramCollector(num_bins, nan_policy=nan_policy)
     collect_seconds = 0.0
-    tqdm = require("tqdm", "The calibration progress bar").tqdm
-    shown = None if progress else True  # None: tqdm shows the bar only on a terminal
     batches = data if not calibration_shapes else at_calibration_shapes(data, calibration_shapes)
-    with tqdm(total=data.num_samples, unit="sample", disable=shown, file=sys.stderr) as bar:
+    with progress_bar(data.num_samples, unit="sample", enabled=progress) as bar:
         feed = _Feed(batches, bar, data.description)
         for activations in source.run(feed):
             t0 = time.perf_counter()

@@ -24,6 +24,7 @@ from .._optional import require
 from ..atomic import write_atomic
 from ..histogram import Histogram
 from ..pipeline import DEFAULT_SHARE_SCALES
+from ..progress import track
 from ..stats import Stats, load_stats
 from .compare import DEFAULT_ALGORITHMS, Comparison, compare
 from .plot import plot_histogram, plot_ratios, save_figure
@@ -106,6 +107,7 @@ def write_report(
     title: str = "calibkit calibration report",
     settings: Mapping | None = None,
     share_scales: str = DEFAULT_SHARE_SCALES,
+    progress: bool = False,
 ) -> Path:
     """Write the report folder and return the path of its ``index.html``.
 
@@ -126,6 +128,8 @@ def write_report(
         Shown as JSON on the page (default: the statistics' settings).
     share_scales : {"trt", "none", "P", "P,C"}
         TensorRT's scale sharing applied to each algorithm's amax (see :func:`~.compare.compare`).
+    progress : bool
+        Show a progress bar (tensors plotted) on stderr when it is a terminal.
 
     Raises
     ------
@@ -153,7 +157,8 @@ def write_report(
     files: dict[str, str] = {}
     blocks = []
     table = comparison.by_tensor()
-    for i, name in enumerate(list(table)[:max_tensors]):
+    plotted = list(table)[:max_tensors]
+    for i, name in enumerate(track(plotted, desc="report", unit="tensor", enabled=progress)):
         rel = f"tensors/{i:04d}.png"
         amax = {a: m.amax for a, m in table[name].items()}
         save_figure(plot_histogram(histograms[name], amax, title=name), out / rel)

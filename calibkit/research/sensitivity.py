@@ -49,6 +49,7 @@ from ..atomic import write_atomic
 from ..errors import CalibkitError
 from ..onnx.model import OnnxModel
 from ..onnx.qdq import DEFAULT_OP_TYPES, to_qdq
+from ..progress import track
 from ..scale import scale_from_amax
 from ..text import format_table
 
@@ -194,6 +195,7 @@ def sensitivity(
     op_types: Iterable[str] = DEFAULT_OP_TYPES,
     quantize_weights: bool = False,
     num_threads: int | None = None,
+    progress: bool = False,
 ) -> SensitivityResult:
     """Quantise each activation alone and rank the tensors by the output error they cause.
 
@@ -215,6 +217,8 @@ def sensitivity(
         As for :func:`calibkit.onnx.qdq.to_qdq`; by default only the activation is quantised, so
         the ranking isolates activation error (``quantize_weights=True`` also quantises the
         weights of the ops reading that tensor).
+    progress : bool
+        Show a progress bar (tensors) on stderr when it is a terminal.
 
     Raises
     ------
@@ -247,7 +251,9 @@ def sensitivity(
         return TensorSensitivity(tensor, float(amax.get(tensor, math.nan)), **err)
 
     rows = []
-    for tensor in report.activations:
+    for tensor in track(
+        list(report.activations), desc="sensitivity", unit="tensor", enabled=progress
+    ):
         one, _ = to_qdq(
             loaded, {tensor: scales[tensor]}, op_types=op_types, quantize_weights=quantize_weights
         )

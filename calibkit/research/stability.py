@@ -49,6 +49,7 @@ from ..errors import CalibkitError
 from ..onnx.graph import Graph
 from ..onnx.model import OnnxModel
 from ..pipeline import DEFAULT_SHARE_SCALES, select_scales
+from ..progress import progress_bar
 from ..selectors import Selector, as_selector
 from ..text import format_table
 
@@ -236,6 +237,7 @@ def stability(
     graph: Graph | Mapping | None = None,
     trt_version: str | Sequence[int] | None = None,
     share_scales: str = DEFAULT_SHARE_SCALES,
+    progress: bool = False,
 ) -> StabilityResult:
     """Re-run the collector over orders and batch sizes of the same samples; measure amax.
 
@@ -259,6 +261,8 @@ def stability(
     graph, trt_version, share_scales
         As for :func:`calibkit.pipeline.select_scales`: with the model's graph each run's amax
         are those the cache would get after TensorRT's scale sharing.
+    progress : bool
+        Show a progress bar (re-runs) on stderr when it is a terminal.
 
     Raises
     ------
@@ -300,19 +304,23 @@ def stability(
     amax = {name: np.empty((len(sizes), num_orders)) for name in arrays}
     two = {name: np.empty_like(a) for name, a in amax.items()}
     sharing = ""
-    for i, b in enumerate(sizes):
-        for j, order in enumerate(orders):
-            for collector, out in ((streaming, amax), (fixed, two)):
-                result = select_scales(
-                    _run(arrays, order, b, collector),
-                    selector,
-                    graph=graph,
-                    trt_version=trt_version,
-                    share_scales=share_scales,
-                )
-                for name, value in result.tensor_amax.items():
-                    out[name][i, j] = value
-                sharing = result.describe_sharing()
+    with progress_bar(
+        len(sizes) * len(orders), desc="stability", unit="run", enabled=progress
+    ) as runs:
+        for i, b in enumerate(sizes):
+            for j, order in enumerate(orders):
+                runs.update()
+                for collector, out in ((streaming, amax), (fixed, two)):
+                    result = select_scales(
+                        _run(arrays, order, b, collector),
+                        selector,
+                        graph=graph,
+                        trt_version=trt_version,
+                        share_scales=share_scales,
+                    )
+                    for name, value in result.tensor_amax.items():
+                        out[name][i, j] = value
+                    sharing = result.describe_sharing()
     tensors = {}
     for name in arrays:
         spread = _spread(amax[name])
@@ -363,6 +371,7 @@ def samples_from_onnx(
     preprocess: str | None = None,
     max_bytes: int = 2 << 30,
     num_threads: int | None = None,
+    progress: bool = False,
 ) -> tuple[dict[str, np.ndarray], dict[str, str]]:
     """Run `model` once over `data` and keep the per-sample activations of the chosen tensors.
 
@@ -375,6 +384,8 @@ def samples_from_onnx(
         big models: memory is samples x the kept tensors' sizes.
     max_bytes : int
         Stop with an error as soon as the kept activations exceed this (checked per batch).
+    progress : bool
+        Show a progress bar (samples run) on stderr when it is a terminal.
 
     Returns
     -------
@@ -404,9 +415,11 @@ def samples_from_onnx(
     sizes: list[int] = []
 
     def batches():
-        for b in feed:
-            sizes.append(int(next(iter(b.values())).shape[0]))
-            yield b
+        with progress_bar(feed.num_samples, desc="model", unit="sample", enabled=progress) as bar:
+            for b in feed:
+                sizes.append(int(next(iter(b.values())).shape[0]))
+                bar.update(sizes[-1])
+                yield b
 
     used = 0
     for index, acts in enumerate(source.run(batches())):
