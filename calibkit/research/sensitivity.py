@@ -237,6 +237,12 @@ def sensitivity(
         if math.isfinite(a) and a > 0  # 0 / inf scales stay float, as in to_qdq
     }
     op_types = tuple(op_types)
+    known = {o for n in proto.graph.node for o in n.output} | {i.name for i in proto.graph.input}
+    if not any(name in known for name in scales):  # before to_qdq, which names no file here
+        msg = (
+            f"{loaded.where}: none of the {len(amax)} amax values gets a Q/DQ pair (names differ?)"
+        )
+        raise CalibkitError(msg)
     full, report = to_qdq(loaded, scales, op_types=op_types, quantize_weights=quantize_weights)
     if not report.activations:
         msg = (
