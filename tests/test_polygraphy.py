@@ -178,3 +178,30 @@ def test_last_partial_batch_gets_a_hint():
     with pytest.raises(DataError) as info:
         list(at_calibration_shapes(batches, {"x": (8, 3)}))
     assert "last batch" not in str(info.value)
+
+
+def test_same_loader_script_runs_in_polygraphy_and_calibkit(tmp_path):
+    # One script, two tools: Polygraphy's own --data-loader-script and calibkit's. It imports a
+    # module beside it, which only works where the script's folder is put on sys.path.
+    pytest.importorskip("polygraphy")
+    exe = Path(sys.executable).parent / "polygraphy"
+    if not exe.exists():
+        pytest.skip("polygraphy's command-line tool is not beside this python")
+    (tmp_path / "fashion_batches.py").write_text(
+        f"import numpy as np\nIMAGES = np.load({str(FASHION / 'calib.npz')!r})['image'][:16]\n"
+    )
+    script = tmp_path / "loader.py"
+    script.write_text(
+        "from fashion_batches import IMAGES\n\n"
+        "def load_data():\n"
+        "    for i in range(0, 16, 8):\n"
+        "        yield {'image': IMAGES[i : i + 8]}\n"
+    )
+    model = FASHION / "model.onnx"
+    cmd = [str(exe), "run", str(model), "--onnxrt", "--data-loader-script", str(script)]
+    done = subprocess.run(cmd, cwd=tmp_path / "..", capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = tmp_path / "c.cache"
+    args = ["calibrate", str(model), "--data-loader-script", str(script), "--trt-version", "10.16"]
+    assert main([*args, "-o", str(out)]) == 0
+    assert out.read_bytes().startswith(b"TRT-101600-EntropyCalibration2\n")
