@@ -12,12 +12,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import TESTDATA
 
 import calibkit as ck
 from calibkit.cache.format import read_cache
 from calibkit.cli import main
 from calibkit.data.activations import iter_recorded_batches
+from conftest import TESTDATA
 
 CASES = sorted(p for p in (TESTDATA / "trt_triples").glob("*") if (p / "expected.cache").is_file())
 ALGORITHMS = {

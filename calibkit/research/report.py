@@ -26,7 +26,7 @@ from ..histogram import Histogram
 from ..pipeline import DEFAULT_SHARE_SCALES
 from ..progress import track
 from ..stats import Stats, load_stats
-from .compare import DEFAULT_ALGORITHMS, Comparison, compare
+from .compare import DEFAULT_ALGORITHMS, Comparison, TensorMetrics, compare
 from .plot import plot_histogram, plot_ratios, save_figure
 
 __all__ = ["write_report"]
@@ -121,7 +121,7 @@ def _reference(algorithms: Sequence[str]) -> str:
     return "entropy2" if "entropy2" in algorithms else algorithms[0]
 
 
-def _best(per_alg: Mapping[str, object], algs: Sequence[str]) -> tuple[list[str], float]:
+def _best(per_alg: Mapping[str, TensorMetrics], algs: Sequence[str]) -> tuple[list[str], float]:
     """Return the algorithms with the highest SQNR (within 0.05 dB) and that SQNR."""
     sqnr = {a: per_alg[a].sqnr_db for a in algs}
     finite = [v for v in sqnr.values() if math.isfinite(v)]
@@ -135,7 +135,7 @@ def _best_summary(comparison: Comparison) -> str:
     """Which algorithm is best for how many tensors, and what it gains over the reference."""
     algs = comparison.algorithms
     ref = _reference(algs)
-    wins = {a: [] for a in algs}
+    wins: dict[str, list[float]] = {a: [] for a in algs}
     beaten = []
     n_tensors = 0
     for name, per_alg in comparison.by_tensor().items():
