@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from . import _kernels as _impl
-from .errors import NonFiniteError
+from .errors import InvalidInputError, NonFiniteError
 from .histogram import NAN_POLICIES, Histogram, _as_float_vector
 
 __all__ = ["HistogramCollector", "MaxCollector"]
@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 def _check_nan_policy(nan_policy: str) -> str:
     if nan_policy not in NAN_POLICIES:
         msg = f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     return nan_policy
 
 

@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache.format import LEGACY_ALGORITHM, CalibrationCache, parse_trt_version, write_cache
+from .errors import InvalidInputError
 from .histogram import Histogram
 from .onnx.graph import Graph
 from .rules import sharing as _sharing
@@ -95,7 +96,7 @@ def check_share_scales(rules: str) -> str:
     if rules in ("trt", "none") or (parts and all(r in RULES for r in parts)):
         return rules
     msg = f"share_scales must be trt, none, P, C or P,C, got {rules!r}"
-    raise ValueError(msg)
+    raise InvalidInputError(msg)
 
 
 @dataclass(frozen=True)
@@ -187,7 +188,7 @@ def _cache(amax, selector, version, word: str) -> CalibrationCache:
                 f"a LegacyCalibration header needs the quantile and regression cutoff of a legacy "
                 f"selector; {selector.spec} has none"
             )
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         return CalibrationCache.from_amax(
             amax,
             trt_version=None,
@@ -197,7 +198,7 @@ def _cache(amax, selector, version, word: str) -> CalibrationCache:
         )
     if version is None:
         msg = "a TensorRT version is needed for the cache header, e.g. trt_version='10.16'"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     return CalibrationCache.from_amax(amax, trt_version=version, algorithm=word)
 
 

@@ -22,7 +22,7 @@ from typing import ClassVar, Literal, Protocol, overload, runtime_checkable
 import numpy as np
 
 from . import _kernels as _impl
-from .errors import SelectorError
+from .errors import InvalidInputError, SelectorError
 from .histogram import Histogram
 
 __all__ = [
@@ -326,7 +326,7 @@ class MinMaxSelector:
         value = float(hist)
         if math.isnan(value) or value < 0:
             msg = f"a running max |x| must be >= 0, got {value!r}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         return value
 
 

@@ -36,7 +36,8 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import require
-from ..errors import CacheFormatError
+from ..errors import CacheFormatError, InvalidInputError
+from ..inputs import read_input_bytes
 from ..scale import INT8_MAX, scale_from_amax
 from .format import (
     CalibrationCache,
@@ -121,6 +122,16 @@ def _json_number(value: float) -> float | str:
     return "inf" if math.isinf(value) else value
 
 
+def _load_json(data: bytes, source: str):
+    """Parse JSON; too deep a nesting (RecursionError) or bad text is one CacheFormatError."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        kind = "nested too deeply" if isinstance(err, RecursionError) else str(err)[:200]
+        msg = f"{source}: not valid JSON ({kind})"
+        raise CacheFormatError(msg) from err
+
+
 # -- detection -------------------------------------------------------------------------------
 def detect_format(path: str | os.PathLike, data: bytes | None = None) -> str:
     """Guess the format of `path` from its suffix and, where that is ambiguous, its content."""
@@ -131,11 +142,7 @@ def detect_format(path: str | os.PathLike, data: bytes | None = None) -> str:
         data = path.read_bytes()
     head = data[:4096].lstrip()
     if path.suffix.lower() == ".json" or head.startswith(b"{"):
-        try:
-            obj = json.loads(data)
-        except ValueError as err:
-            msg = f"{path}: not valid JSON ({err})"
-            raise CacheFormatError(msg) from err
+        obj = _load_json(data, str(path))
         if isinstance(obj, dict) and "entries" in obj:
             return "json"
         if _ort_tensors(obj) is not None:
@@ -206,9 +213,14 @@ def _json_value(value, where: str) -> float:
     if isinstance(value, str) and value in ("inf", "Infinity"):
         return math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{where}: expected a number, got {value!r}"
+        shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:80]}..."
+        msg = f"{where}: expected a number, got {shown}"
         raise CacheFormatError(msg)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError as err:  # a JSON integer of hundreds of digits
+        msg = f"{where}: number {str(value)[:40]}... is out of range"
+        raise CacheFormatError(msg) from err
 
 
 def _read_ranges_json(obj, source: str) -> dict[str, np.float32]:
@@ -356,7 +368,14 @@ def _read_json(obj, source: str) -> CalibrationCache:
 
 
 def _read_csv(data: bytes, source: str) -> dict[str, np.float32]:
-    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    try:
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+    except UnicodeDecodeError as err:
+        msg = f"{source}: expected UTF-8 text ({err})"
+        raise CacheFormatError(msg) from err
+    except csv.Error as err:  # a NUL byte, an unterminated quote at the end, a huge field
+        msg = f"{source}: not a valid CSV file ({err})"
+        raise CacheFormatError(msg) from err
     scales = {}
     for lineno, row in enumerate(rows, 2):
         name = row.get("name")
@@ -393,20 +412,16 @@ def read_scales(source: str | os.PathLike, fmt: str | None = None) -> tuple[Cali
         If the file does not match its format; the message names the file and line or tensor.
     """
     path = Path(source)
-    data = path.read_bytes()
+    data = read_input_bytes(path, "scales file")
     fmt = fmt or detect_format(path, data)
     if fmt not in FORMATS:
         msg = f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     name = str(path)
     if fmt == "trt":
         return read_cache(path), fmt
     if fmt in ("json", "ranges-json", "ort-json", "ort-overrides"):
-        try:
-            obj = json.loads(data)
-        except ValueError as err:
-            msg = f"{name}: not valid JSON ({err})"
-            raise CacheFormatError(msg) from err
+        obj = _load_json(data, name)
         if fmt == "json":
             return _read_json(obj, name), fmt
         reader = {
@@ -556,7 +571,7 @@ def to_format_bytes(cache: CalibrationCache, fmt: str) -> bytes:
     if fmt not in FORMATS or not FORMATS[fmt][1]:
         writable = sorted(f for f, (_, w, _) in FORMATS.items() if w)
         msg = f"cannot write format {fmt!r}; choose one of {writable}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     if fmt == "trt":
         return cache.to_bytes()
     if fmt == "json":

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
+from ..atomic import check_outputs
 from ..errors import CalibkitError
+from .argtypes import non_negative_float, non_negative_int, regex
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +39,14 @@ def _add_cache(subparsers) -> None:
     q.add_argument("a", help="first cache (or any supported file)")
     q.add_argument("b", help="second cache (or any supported file)")
     q.add_argument("--from", dest="from_format", choices=readable, help="format of both inputs")
-    q.add_argument("--rtol", type=float, help="exit 1 if a relative difference exceeds this")
+    q.add_argument(
+        "--rtol", type=non_negative_float, help="exit 1 if a relative difference exceeds this"
+    )
     q.add_argument("--ignore-missing", action="store_true", help="tensors on one side only pass")
     q.add_argument("--stats", help="stats.npz of the calibration run: differences in bins")
-    q.add_argument("--top", type=int, default=20, help="rows to print (default 20; 0 = all)")
+    q.add_argument(
+        "--top", type=non_negative_int, default=20, help="rows to print (default 20; 0 = all)"
+    )
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=_cmd_cache_diff)
 
@@ -63,11 +69,22 @@ def _add_cache(subparsers) -> None:
     q.add_argument("--add", action="append", default=[], metavar="NAME=AMAX", help="add a tensor")
     q.add_argument("--overrides", help="file of scales to copy in (any supported format)")
     q.add_argument(
-        "--select", action="append", default=[], metavar="REGEX", help="tensors to clamp"
+        "--select",
+        type=regex,
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="tensors to clamp",
     )
-    q.add_argument("--clamp-min", type=float, metavar="AMAX", help="raise amax below this")
-    q.add_argument("--clamp-max", type=float, metavar="AMAX", help="lower amax above this")
-    q.add_argument("--drop", action="append", default=[], metavar="REGEX", help="drop tensors")
+    q.add_argument(
+        "--clamp-min", type=non_negative_float, metavar="AMAX", help="raise amax below this"
+    )
+    q.add_argument(
+        "--clamp-max", type=non_negative_float, metavar="AMAX", help="lower amax above this"
+    )
+    q.add_argument(
+        "--drop", type=regex, action="append", default=[], metavar="REGEX", help="drop tensors"
+    )
     _header_options(q)
     q.set_defaults(func=_cmd_cache_edit)
 
@@ -100,7 +117,7 @@ def _header_options(q) -> None:
 
 
 class _CacheCommand:
-    """Turn library ValueErrors and warnings into one-line CLI messages."""
+    """Show library warnings as one-line CLI messages (errors go to the boundary in main)."""
 
     def __enter__(self):
         import warnings
@@ -114,8 +131,6 @@ class _CacheCommand:
         self._catch.__exit__(kind, err, tb)
         for w in self._caught:
             print(f"calibkit cache: warning: {w.message}", file=sys.stderr)
-        if kind is not None and issubclass(kind, ValueError) and not isinstance(err, CalibkitError):
-            raise CalibkitError(str(err)) from err
         return False
 
 
@@ -264,6 +279,7 @@ def _cmd_cache_convert(args) -> int:
     """Convert between cache formats, or retarget the header; same format = byte-identical copy."""
     from ..cache.edit import retarget
 
+    check_outputs(args.output)
     with _CacheCommand():
         cache, fmt = _read_any(args.file, args.from_format)
         if args.trt_version or args.algorithm:
@@ -309,6 +325,7 @@ def _cmd_cache_edit(args) -> int:
     """Set, clamp or drop tensors and retarget the header; untouched lines stay as they were."""
     from ..cache.edit import clamp_amax, drop_tensors, retarget, select_tensors, set_scales
 
+    check_outputs(args.output)
     with _CacheCommand():
         cache, fmt = _read_any(args.file, args.from_format)
         before = dict(cache.scales)

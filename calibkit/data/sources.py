@@ -32,6 +32,7 @@ import numpy as np
 
 from .._optional import require
 from ..errors import CalibkitError
+from ..inputs import NpzFormatError, load_npy, load_npz
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -300,17 +301,17 @@ def _single_input(inputs: Sequence[InputSpec], what: str) -> InputSpec:
 
 def _read_array_file(path: Path, inputs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
     """Read one .npy (single input, memory-mapped) or .npz (keyed by input name) file."""
-    if path.suffix == ".npy":
-        spec = _single_input(inputs, f"{path} (a .npy file)")
     try:
-        if path.suffix == ".npy":
-            arrays = {spec.name: np.load(path, mmap_mode="r")}
+        if path.suffix.lower() == ".npy":
+            spec = _single_input(inputs, f"{path} (a .npy file)")
+            arrays = {spec.name: load_npy(path, "calibration data (.npy)")}
         else:
-            with np.load(path) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as err:
-        msg = f"{path}: cannot read as {path.suffix}: {err}"
-        raise DataError(msg) from err
+            arrays = load_npz(path, "calibration data (.npz, key = input name)")
+    except NpzFormatError as err:  # the data's own error class, same message
+        raise DataError(str(err)) from err
+    if not arrays:
+        msg = f"{path}: holds no arrays; expected one per model input {[s.name for s in inputs]}"
+        raise DataError(msg)
     return _as_chunk(arrays, inputs, str(path))
 
 

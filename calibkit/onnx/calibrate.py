@@ -36,6 +36,7 @@ from .. import __version__
 from .._optional import require
 from ..cache.format import CalibrationCache, hex_from_scale, parse_trt_version, write_cache
 from ..collect import HistogramCollector
+from ..errors import InvalidInputError
 from ..histogram import Histogram
 from ..pipeline import (
     DEFAULT_SHARE_SCALES,
@@ -255,7 +256,7 @@ def calibrate_onnx(
     check_cache_header(selector, trt_version, header_algorithm)  # now, not after an hour
     if names not in ("trt", "onnx"):
         msg = f"names must be 'trt' or 'onnx', got {names!r}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     model = OnnxModel.of(model)
     source = OnnxActivationSource(
         model,
@@ -286,7 +287,7 @@ def calibrate_onnx(
             del activations  # keep one batch of activations alive, not two
     if not feed.num_samples:
         msg = f"{data.description}: no calibration samples"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     version = None if trt_version is None else parse_trt_version(trt_version)
     graph = model.graph
     lines = None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CacheFormatError
+from ..errors import CacheFormatError, InvalidInputError
 
 if TYPE_CHECKING:
     import onnx
@@ -76,11 +76,11 @@ class Graph:
                         " it: nodes must be in topological order and every tensor must be a graph"
                         " input, an initializer or a node output"
                     )
-                    raise ValueError(msg)
+                    raise InvalidInputError(msg)
             for name in node.outputs:
                 if name and name in known - set(self.inputs) - set(self.initializers):
                     msg = f"node {index} ({node.label}) writes tensor {name!r} a second time"
-                    raise ValueError(msg)
+                    raise InvalidInputError(msg)
                 known.add(name)
 
     @property

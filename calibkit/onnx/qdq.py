@@ -40,7 +40,7 @@ import numpy as np
 
 from .. import __version__
 from .._optional import require
-from ..errors import CacheFormatError
+from ..errors import CacheFormatError, InvalidInputError
 from ..rules.names import trt_internal_names
 from ..scale import FloatLike
 from .graph import Node
@@ -467,7 +467,7 @@ def _compile_exclude(exclude_nodes: str | re.Pattern | None) -> re.Pattern | Non
         return re.compile(exclude_nodes)
     except re.error as err:
         msg = f"exclude_nodes {exclude_nodes!r} is not a valid regular expression: {err}"
-        raise ValueError(msg) from err
+        raise InvalidInputError(msg) from err
 
 
 def _check_op_types(op_types: Iterable[str]) -> tuple[str, ...]:
@@ -477,10 +477,10 @@ def _check_op_types(op_types: Iterable[str]) -> tuple[str, ...]:
     unknown = sorted(set(op_types) - set(SUPPORTED_OP_TYPES))
     if unknown:
         msg = f"unknown op types {unknown}; choose from {list(SUPPORTED_OP_TYPES)}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     if not op_types:
         msg = f"op_types is empty; choose from {list(SUPPORTED_OP_TYPES)}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     return op_types
 
 
@@ -619,7 +619,7 @@ def to_qdq(
         if key not in done:
             if not np.isfinite(w).all():
                 msg = f"weight '{wname}' of node '{_node_label(node)}' holds inf or NaN"
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
             s = weight_scales(w, axis)
             zero = int(np.count_nonzero(s == 0))
             if zero:

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._optional import require
 from ..cache.format import ALGORITHMS, CalibrationCache, parse_trt_version
-from ..errors import CacheFormatError
+from ..errors import CacheFormatError, InvalidInputError
 from .model import OnnxModel
 from .qdq import META_ALGORITHM, META_HEADER, META_VERSION
 
@@ -203,10 +203,10 @@ def qdq_to_cache(
     version = parse_trt_version(trt_version)
     if version[0] >= 11:
         msg = f"TensorRT {version[0]} reads no calibration cache; use the Q/DQ model directly"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     if algorithm is not None and algorithm not in ALGORITHMS:
         msg = f"unknown algorithm {algorithm!r}; choose one of {list(ALGORITHMS)}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     model = OnnxModel.of(model)
     if algorithm is None:
         recorded = {p.key: p.value for p in model.proto.metadata_props}.get(META_ALGORITHM)

@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ..atomic import write_atomic
+from ..errors import InvalidInputError
 from ..histogram import Histogram
 from ..onnx.graph import Graph
 from ..pipeline import DEFAULT_SHARE_SCALES, select_scales
@@ -247,7 +248,7 @@ class Comparison:
         """Return a terminal table of `metric`: one line per tensor, one column per algorithm."""
         if metric not in METRICS:
             msg = f"unknown metric {metric!r}; choose one of {METRICS}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         table = self.by_tensor()
         rows = [("tensor", *self.algorithms)]
         for name, per_alg in list(table.items())[:limit]:
@@ -302,14 +303,14 @@ def compare(
         histograms = stats
     if not histograms:
         msg = "no histograms to compare"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     selectors: dict[str, Selector] = {}
     for spec in algorithms:
         sel = as_selector(spec)
         selectors.setdefault(sel.spec, sel)
     if not selectors:
         msg = "no algorithms to compare"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     chosen, sharing = {}, ""
     for spec, sel in selectors.items():
         result = select_scales(

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from .._optional import require
 from ..atomic import write_atomic
+from ..errors import InvalidInputError
 from ..histogram import Histogram
 from ..pipeline import DEFAULT_SHARE_SCALES
 from ..progress import track
@@ -261,7 +262,7 @@ def write_report(
     """
     if max_tensors is not None and max_tensors < 0:
         msg = f"max_tensors must be >= 0, got {max_tensors!r}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     require("matplotlib", "The HTML report")  # before anything is written
     if isinstance(stats, str | os.PathLike):
         stats = load_stats(stats)

@@ -46,7 +46,7 @@ import numpy as np
 
 from .._optional import require
 from ..atomic import write_atomic
-from ..errors import CalibkitError
+from ..errors import CalibkitError, InvalidInputError
 from ..onnx.model import OnnxModel
 from ..onnx.qdq import DEFAULT_OP_TYPES, to_qdq
 from ..progress import track
@@ -135,7 +135,7 @@ def output_error(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
     q = np.asarray(output, np.float64).reshape(len(output), -1)
     if y.shape != q.shape:
         msg = f"output shapes differ: {np.shape(reference)} vs {np.shape(output)}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     norm = np.linalg.norm(y)
     rel = float(np.linalg.norm(q - y) / norm) if norm > 0 else float(np.linalg.norm(q - y))
     dots = np.einsum("ij,ij->i", y, q)
@@ -175,13 +175,13 @@ def run_model(
     name = output or names[0]
     if name not in names:
         msg = f"the model has no output {name!r}; outputs are {names}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     inputs = [i.name for i in session.get_inputs()]
     try:
         parts = [session.run([name], {k: b[k] for k in inputs})[0] for b in batches]
     except KeyError as err:
         msg = f"a batch lacks model input {err}; inputs are {inputs}"
-        raise ValueError(msg) from err
+        raise InvalidInputError(msg) from err
     return np.concatenate(parts)
 
 
@@ -228,7 +228,7 @@ def sensitivity(
     batches = list(batches)
     if not batches:
         msg = "no evaluation batches"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     loaded = OnnxModel.of(model)  # read once: every Q/DQ variant reuses its graph and types
     proto = loaded.with_weights()
     scales = {

@@ -45,7 +45,7 @@ import numpy as np
 from ..atomic import write_atomic
 from ..collect import HistogramCollector, MaxCollector
 from ..data.activations import RecordedActivationsError
-from ..errors import CalibkitError
+from ..errors import CalibkitError, InvalidInputError
 from ..onnx.graph import Graph
 from ..onnx.model import OnnxModel
 from ..pipeline import DEFAULT_SHARE_SCALES, select_scales
@@ -272,29 +272,29 @@ def stability(
     selector = as_selector(algorithm)
     if not samples:
         msg = "no tensors to analyse"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     counts = {name: int(np.shape(x)[0]) if np.ndim(x) else 0 for name, x in samples.items()}
     if len(set(counts.values())) != 1:
         msg = f"tensors disagree on the number of samples (first axis): {counts}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     n = counts.popitem()[1]
     if n < 2:
         msg = f"need at least 2 samples to re-order, got {n}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     if num_orders < 1 or isinstance(num_orders, bool):
         msg = f"num_orders must be a positive int, got {num_orders!r}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     bad = [b for b in batch_sizes if isinstance(b, bool) or not isinstance(b, int) or b < 1]
     if bad or not batch_sizes:
         msg = f"batch sizes must be positive ints, got {list(batch_sizes)!r}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     sizes = tuple(sorted({b for b in batch_sizes if b <= n}))
     if not sizes:
         msg = f"every batch size {list(batch_sizes)} exceeds the {n} samples"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     if not threshold > 0:
         msg = f"threshold must be > 0, got {threshold!r}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     orders = _orders(n, num_orders, seed)
     arrays = {name: np.asarray(x) for name, x in samples.items()}
     # Two-pass mode: the range is the exact max of a first pass (MaxCollector's amax_).

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CalibkitError, MissingDependencyError, NotCollectedError
+from ..errors import CalibkitError, InvalidInputError, MissingDependencyError, NotCollectedError
 
 __all__ = [
     "CrossCheck",
@@ -235,7 +235,7 @@ def _open_device(device: str) -> Any:
     if device != "auto":
         if device not in _DEVICES:
             msg = f"unknown device library {device!r}; choose 'auto' or one of {list(_DEVICES)}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         try:
             return _DEVICES[device]()
         except ImportError as err:
@@ -271,7 +271,7 @@ class _DeviceBuffers:
                 f"batch {index} has inputs {sorted(batch)}, TensorRT asked for {list(names)}"
                 f" (missing {missing}, not network inputs {extra})"
             )
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         return [self._copy(name, batch[name], index) for name in names]
 
     def _copy(self, name: str, value: Any, index: int) -> int:
@@ -281,10 +281,10 @@ class _DeviceBuffers:
                 f"batch {index}, input {name!r}: dtype {array.dtype}; TensorRT takes float "
                 "calibration inputs as float32 only: convert with .astype(np.float32)"
             )
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if array.dtype.kind not in "fiub":
             msg = f"batch {index}, input {name!r}: dtype {array.dtype} is not a tensor type"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         array = np.ascontiguousarray(array)
         if name not in self._buffers:
             buf, ptr = self.device.alloc(max(array.nbytes, 1))
@@ -295,7 +295,7 @@ class _DeviceBuffers:
                 f"batch {index}, input {name!r}: shape {array.shape} {array.dtype}, but the first "
                 f"batch had {shape} {dtype}; TensorRT calibrates at one fixed shape"
             )
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         self.device.copy(buf, array)
         return ptr
 
@@ -421,12 +421,12 @@ def make_calibrator(
     if data is None:
         if cache is None:
             msg = "make_calibrator needs cache= (to serve) or data= (to record TensorRT's cache)"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         served, buffers = _served_bytes(cache, algo, version), None
     else:
         if not algo.native:
             msg = f"TensorRT has no {algo.spec!r} calibrator to record; use entropy2 or minmax"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if cache is not None and not isinstance(cache, (str, os.PathLike)):
             msg = f"when recording, cache= is the path to write TensorRT's cache to, got {cache!r}"
             raise TypeError(msg)
@@ -764,7 +764,7 @@ def crosscheck(
     algo = _parse_algorithm(algorithm)
     if not algo.native:
         msg = f"TensorRT has no {algo.spec!r} calibrator to compare with"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     from ..cache.diff import diff_caches
     from ..cache.format import read_cache
     from ..data.sources import open_data
