@@ -42,16 +42,17 @@ from ..scale import INT8_MAX, scale_from_amax
 from .format import (
     CalibrationCache,
     LegacyHeader,
-    read_cache,
     scale_from_hex,
     write_atomic,
 )
+from .format import _parse as _parse_trt
 
 __all__ = [
     "FORMATS",
     "detect_format",
     "format_for_path",
     "ort_tensor_quant_overrides",
+    "parse_scales",
     "range_for_scale",
     "read_scales",
     "to_json_dict",
@@ -107,6 +108,14 @@ def _number(text: str, where: str, what: str) -> float:
         msg = f"{where}: {what} {text!r} must be a number >= 0"
         raise CacheFormatError(msg)
     return value
+
+
+def _float32_scale(value: float, where: str) -> np.float32:
+    """Return `value` as a float32 scale; beyond float32's range is an error, not infinity."""
+    if math.isfinite(value) and abs(value) > float(np.finfo(np.float32).max):
+        msg = f"{where}: scale {value!r} is beyond float32's range (a cache stores float32)"
+        raise CacheFormatError(msg)
+    return np.float32(value)
 
 
 def _hex(text, where: str) -> np.float32:
@@ -321,6 +330,9 @@ def _read_ort(data: bytes, source: str) -> dict[str, np.float32]:
         offset = root.Offset(4)  # TrtTable.dict
         count = root.VectorLen(offset) if offset else 0
         start = root.Vector(offset) if offset else 0
+        if start + 4 * count > len(data):
+            msg = f"{source}: {count} entries do not fit in {len(data)} bytes (damaged file)"
+            raise CacheFormatError(msg)
         for i in range(count):
             item = table.Table(data, root.Indirect(start + 4 * i))
             key, value = item.Offset(4), item.Offset(6)  # KeyValue.key, KeyValue.value
@@ -329,8 +341,11 @@ def _read_ort(data: bytes, source: str) -> dict[str, np.float32]:
                 raise CacheFormatError(msg)
             name = item.String(key + item.Pos).decode("utf-8")
             pairs.append((f"entry {i}", name, item.String(value + item.Pos).decode("utf-8")))
-    except (IndexError, ValueError, UnicodeDecodeError, struct.error) as err:
-        msg = f"{source}: not an ONNX Runtime TrtTable flatbuffer ({err})"
+    except (IndexError, ValueError, TypeError, OverflowError, struct.error) as err:
+        if isinstance(err, CacheFormatError):
+            raise
+        # offsets that point outside the buffer or overflow flatbuffers' uint32 arithmetic
+        msg = f"{source}: not an ONNX Runtime TrtTable flatbuffer ({str(err)[:120]})"
         raise CacheFormatError(msg) from err
     return _from_amax_text(pairs, source)
 
@@ -350,7 +365,7 @@ def _read_json(obj, source: str) -> CalibrationCache:
         if "hex" in entry:  # exact; scale and amax are for people
             scales[name] = _hex(entry["hex"], where)
         elif "scale" in entry:
-            scales[name] = np.float32(_json_value(entry["scale"], where))
+            scales[name] = _float32_scale(_json_value(entry["scale"], where), where)
         else:
             scales[name] = scale_from_amax(_json_value(entry.get("amax"), where))
     try:
@@ -385,7 +400,8 @@ def _read_csv(data: bytes, source: str) -> dict[str, np.float32]:
         if row.get("hex"):
             value = _hex(row["hex"], f"{source}:{lineno}")
         elif row.get("scale"):
-            value = np.float32(_number(row["scale"], f"{source}:{lineno}", "scale"))
+            where = f"{source}:{lineno}"
+            value = _float32_scale(_number(row["scale"], where, "scale"), where)
         else:
             value = scale_from_amax(_number(row.get("amax") or "", f"{source}:{lineno}", "amax"))
         if name in scales:
@@ -414,29 +430,39 @@ def read_scales(source: str | os.PathLike, fmt: str | None = None) -> tuple[Cali
     path = Path(source)
     data = read_input_bytes(path, "scales file")
     fmt = fmt or detect_format(path, data)
+    return parse_scales(data, fmt, str(path)), fmt
+
+
+def parse_scales(data: bytes, fmt: str, source: str = "<bytes>") -> CalibrationCache:
+    """Parse the content of a file in format `fmt` (see :data:`FORMATS`).
+
+    Raises
+    ------
+    CacheFormatError
+        If `data` does not match the format; the message names `source` and line or tensor.
+    """
     if fmt not in FORMATS:
         msg = f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}"
         raise InvalidInputError(msg)
-    name = str(path)
     if fmt == "trt":
-        return read_cache(path), fmt
+        return _parse_trt(data, source)
     if fmt in ("json", "ranges-json", "ort-json", "ort-overrides"):
-        obj = _load_json(data, name)
+        obj = _load_json(data, source)
         if fmt == "json":
-            return _read_json(obj, name), fmt
+            return _read_json(obj, source)
         reader = {
             "ranges-json": _read_ranges_json,
             "ort-json": _read_ort_json,
             "ort-overrides": _read_ort_overrides,
         }[fmt]
-        return _headerless(reader(obj, name)), fmt
+        return _headerless(reader(obj, source))
     readers = {
         "csv": _read_csv,
         "ranges": _read_ranges,
         "ort": _read_ort,
         "ort-text": _read_ort_text,
     }
-    return _headerless(readers[fmt](data, name)), fmt
+    return _headerless(readers[fmt](data, source))
 
 
 # -- writing ---------------------------------------------------------------------------------
