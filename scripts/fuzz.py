@@ -7,12 +7,14 @@ exception that is not a ``CalibkitError`` (or the ``OSError`` of a file): it wou
 traceback on the command line. A *crash* is the interpreter dying (segfault, abort): the
 campaign runs each reader in a child process and counts a child that dies as a crash.
 
-Mutation fuzzing with a fixed seed (atheris does not build on this Python; hypothesis drives
-the bounded property tests in tests/test_fuzz_readers.py, which use the same readers and
-mutations).
+Two engines: ``atheris`` (coverage-guided libFuzzer, ``pip install atheris``; the default when
+it imports), started from the same seeds, and ``mutate``, a fixed-seed mutation fuzzer needing
+nothing but calibkit (hypothesis drives the bounded tests in tests/test_fuzz_readers.py with the
+same readers and mutations).
 
-    python scripts/fuzz.py --count 100000            # every reader, 100,000 inputs each
-    python scripts/fuzz.py --count 2000 --reader csv # one reader
+    python scripts/fuzz.py --count 100000                 # every reader, 100,000 inputs each
+    python scripts/fuzz.py --count 2000 --reader csv      # one reader
+    python scripts/fuzz.py --engine mutate --count 5000   # without atheris
 """
 
 from __future__ import annotations
@@ -186,18 +188,107 @@ def run_reader(name: str, count: int, seed: int, queue=None) -> dict:
     return tally
 
 
+def atheris_child(name: str, count: int, seed: int, out: str) -> None:
+    """Run libFuzzer on one reader for `count` inputs; write the tally to `out` at exit."""
+    import atexit
+
+    import atheris
+
+    pool = seeds()[name]  # before instrumenting: the seeds run the Numba kernels
+    # Re-import the readers with coverage instrumentation (not the Numba kernels: Numba cannot
+    # compile instrumented functions). CalibkitError stays the same class (errors.py is kept).
+    readers = ("calibkit.cache", "calibkit.stats", "calibkit.inputs")
+    for module in [m for m in sys.modules if m.startswith(readers)]:
+        del sys.modules[module]
+    with atheris.instrument_imports(include=list(readers)):
+        import calibkit.cache.format as fmt
+        import calibkit.cache.formats as fmts
+        import calibkit.stats  # noqa: F401
+    if name in ("trt", "legacy"):
+        parse = fmt.read_cache
+    elif name == "stats":
+        parse = _read_stats
+    else:
+        parse = lambda data: fmts.parse_scales(data, name, "<fuzz>")  # noqa: E731
+    tally = {"reader": name, "tried": 0, "accepted": 0, "rejected": 0, "escapes": 0, "examples": []}
+
+    def one_input(data: bytes) -> None:
+        tally["tried"] += 1
+        if tally["tried"] % 500 == 0:
+            collect_quietly()
+            save()  # libFuzzer may end the process without running atexit handlers
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                parse(data)
+            tally["accepted"] += 1
+        except CalibkitError:
+            tally["rejected"] += 1
+        except Exception as err:  # an escape: counted, and fuzzing goes on  # noqa: BLE001
+            tally["escapes"] += 1
+            if len(tally["examples"]) < 3:
+                tb = traceback.format_exception_only(type(err), err)[-1].strip()
+                tally["examples"].append({"input": data[:200].hex(), "error": tb[:300]})
+
+    def save() -> None:
+        Path(out).write_text(json.dumps(tally))
+
+    atexit.register(save)
+    corpus = Path(tempfile.mkdtemp(prefix=f"fuzz-{name}-"))
+    for i, data in enumerate(pool):
+        (corpus / f"seed{i}").write_bytes(data)
+    argv = [sys.argv[0], f"-runs={count}", f"-seed={seed + 1}", "-max_len=65536"]
+    argv += ["-print_final_stats=0", "-close_fd_mask=3", str(corpus)]
+    atheris.Setup(argv, one_input)
+    atheris.Fuzz()
+
+
+def _run_atheris(name: str, count: int, seed: int) -> tuple[dict | None, int]:
+    import subprocess
+
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, __file__, "--atheris-child", name, "--count", str(count)]
+        cmd += ["--seed", str(seed), "--json", out.name]
+        proc = subprocess.run(cmd, check=False, capture_output=True)
+        text = Path(out.name).read_text()
+        return (json.loads(text) if text else None), proc.returncode
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=100_000, help="inputs per reader")
     parser.add_argument("--reader", action="append", help="only these readers (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--engine", choices=("atheris", "mutate"), help="default: atheris if found")
     parser.add_argument("--json", help="also write the tallies as JSON")
+    parser.add_argument("--atheris-child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.atheris_child:
+        atheris_child(args.atheris_child, args.count, args.seed, args.json)
+        return 0
+    engine = args.engine
+    if engine is None:
+        try:
+            import atheris  # noqa: F401
+
+            engine = "atheris"
+        except ImportError:
+            engine = "mutate"
+    print(f"engine: {engine}", flush=True)
     names = args.reader or list(seeds())
     rows = []
     ctx = multiprocessing.get_context("fork")
     for name in names:
         t0 = time.perf_counter()
+        if engine == "atheris":
+            tally, code = _run_atheris(name, args.count, args.seed)
+            crashed = tally is None or code not in (0,)
+            tally = tally or {"reader": name, "tried": "?", "escapes": "?", "examples": []}
+            tally["crashes"] = int(crashed)
+            tally["seconds"] = round(time.perf_counter() - t0, 1)
+            rows.append(tally)
+            _print_row(tally)
+            continue
         queue = ctx.Queue()
         child = ctx.Process(target=run_reader, args=(name, args.count, args.seed, queue))
         child.start()
@@ -208,17 +299,21 @@ def main(argv=None) -> int:
         tally["crashes"] = int(crashed)
         tally["seconds"] = round(time.perf_counter() - t0, 1)
         rows.append(tally)
-        print(
-            f"{name:12s} tried {tally['tried']:>8}  accepted {tally.get('accepted', '?'):>7}  "
-            f"rejected {tally.get('rejected', '?'):>8}  escapes {tally['escapes']:>3}  "
-            f"crashes {tally['crashes']}  ({tally['seconds']} s)",
-            flush=True,
-        )
-        for ex in tally["examples"]:
-            print(f"    escape: {ex['error']}  input[:200]={ex['input'][:120]}...", flush=True)
+        _print_row(tally)
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=1) + "\n")
     return 1 if any(r["escapes"] or r["crashes"] for r in rows) else 0
+
+
+def _print_row(tally: dict) -> None:
+    print(
+        f"{tally['reader']:12s} tried {tally['tried']:>8}  "
+        f"accepted {tally.get('accepted', '?'):>7}  rejected {tally.get('rejected', '?'):>8}  "
+        f"escapes {tally['escapes']:>5}  crashes {tally['crashes']}  ({tally['seconds']} s)",
+        flush=True,
+    )
+    for ex in tally["examples"]:
+        print(f"    escape: {ex['error']}  input[:200]={ex['input'][:120]}...", flush=True)
 
 
 if __name__ == "__main__":

@@ -139,6 +139,8 @@ def _cases():
                 if kind == "dtype" and slot in ("model", "cache"):
                     continue  # a model or cache has no array dtype: "tampered" covers them
                 marks = []
+                if slot == "stats" and kind == "fifo":  # load_stats opens it and blocks
+                    marks.append(pytest.mark.xfail(raises=_Blocked, reason="calibkit/stats.py"))
                 if slot == "stats" and kind in STATS_OWNED:
                     marks.append(pytest.mark.xfail(reason="calibkit/stats.py (issue 11 item 3)"))
                 yield pytest.param(command, slot, kind, id=f"{command}-{slot}-{kind}", marks=marks)
@@ -161,16 +163,20 @@ def _close_leaked_files():
         gc.collect()
 
 
+class _Blocked(Exception):  # not an OSError: the CLI boundary must not catch it
+    """A command blocked (it opened a FIFO or kept reading a device)."""
+
+
 @pytest.fixture
 def alarm():
     """Fail instead of hanging if a command opens a FIFO."""
 
     def on_alarm(signum, frame):
         msg = "command blocked (opened a FIFO or read a device)"
-        raise TimeoutError(msg)
+        raise _Blocked(msg)
 
     old = signal.signal(signal.SIGALRM, on_alarm)
-    signal.alarm(60)
+    signal.alarm(5)
     yield
     signal.alarm(0)
     signal.signal(signal.SIGALRM, old)
@@ -455,3 +461,47 @@ def test_signals_give_one_line_and_leave_no_temp_file(tmp_path, sig, status, wor
     assert b"Traceback" not in err
     assert out.read_bytes() == OLD
     assert sorted(p.name for p in tmp_path.iterdir()) == ["o.cache"]
+
+
+# -- images -----------------------------------------------------------------------------------
+
+
+def _image_prep():
+    from calibkit.data.sources import ImagePreprocess
+
+    return ImagePreprocess(resize=(32, 32), crop=(32, 32), channels="L", layout="NCHW")
+
+
+def test_16_bit_png_keeps_its_range(tmp_path):
+    from PIL import Image
+
+    pixels = np.linspace(0, 65535, 32 * 32).reshape(32, 32).astype(np.uint16)
+    Image.fromarray(pixels).save(tmp_path / "g16.png")
+    x = _image_prep()(tmp_path / "g16.png", np.float32)
+    want = pixels.astype(np.float32) * np.float32(255 / 65535)
+    np.testing.assert_allclose(x[0], want, rtol=1e-6)
+    assert len(np.unique(x)) > 256  # not clipped, not rounded to 8 bits
+
+
+def test_float_tiff_is_refused(tmp_path):
+    from PIL import Image
+
+    from calibkit.data.sources import DataError
+
+    Image.fromarray(np.full((32, 32), 1000.0, np.float32)).save(tmp_path / "f.tif")
+    with pytest.raises(DataError, match=r"f\.tif: a floating-point image \(mode F\)"):
+        _image_prep()(tmp_path / "f.tif", np.float32)
+
+
+def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from calibkit.errors import InputLimitError
+
+    Image.fromarray(np.zeros((64, 64), np.uint8)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1500)  # 4096 px: over 2x the limit
+    with pytest.raises(InputLimitError, match=r"big\.png: Image size \(4096 pixels\)"):
+        _image_prep()(tmp_path / "big.png", np.float32)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # between 1x and 2x: a warning
+    with pytest.raises(InputLimitError, match=r"big\.png"):
+        _image_prep()(tmp_path / "big.png", np.float32)

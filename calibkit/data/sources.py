@@ -24,6 +24,7 @@ import importlib.util
 import logging
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -31,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import require
-from ..errors import CalibkitError
+from ..errors import CalibkitError, InputLimitError
 from ..inputs import NpzFormatError, load_npy, load_npz
 
 __all__ = [
@@ -195,13 +196,44 @@ class ImagePreprocess:
         return replace(self, crop=crop, resize=resize, channels=channels, layout=layout)
 
     def __call__(self, path: Path, dtype: np.dtype) -> np.ndarray:
-        """Load one image file and return one sample (no batch axis) of `dtype`."""
+        """Load one image file and return one sample (no batch axis) of `dtype`.
+
+        Pixels are on the 0..255 scale the presets expect. A 16-bit image keeps its precision
+        (``x * 255 / 65535`` in float32, never clipped to 8 bits); a floating-point image has
+        no agreed pixel range and is refused.
+        """
         image_mod = require("PIL.Image", "Reading calibration images")
-        with image_mod.open(path) as img:
-            img = img.convert("L" if self.channels == "L" else "RGB")
-            img = _resize(img, self.resize, image_mod)
-            img = _center_crop(img, self.crop)
-            x = np.asarray(img, dtype=np.float32)
+        with warnings.catch_warnings():
+            # Pillow warns between 1x and 2x its pixel limit and raises above; both refuse
+            warnings.simplefilter("error", image_mod.DecompressionBombWarning)
+            try:
+                img_file = image_mod.open(path)
+            except (image_mod.DecompressionBombError, image_mod.DecompressionBombWarning) as err:
+                msg = f"{path}: {err} (raise PIL.Image.MAX_IMAGE_PIXELS to allow it)"
+                raise InputLimitError(msg) from err
+        with img_file as img:
+            if img.mode == "F" or img.mode.startswith("RGBF"):
+                msg = (
+                    f"{path}: a floating-point image (mode {img.mode}) has no 0..255 pixel range; "
+                    "convert it to 8- or 16-bit, or feed arrays (.npy) instead"
+                )
+                raise DataError(msg)
+            if img.mode.startswith("I"):  # 16/32-bit grey: resize in float, keep the range
+                img = img.convert("I").convert("F")
+                scale = 255.0 / 65535.0 if img.getextrema()[1] <= 65535 else None
+                if scale is None:
+                    msg = f"{path}: 32-bit pixel values above 65535; expected at most 16 bits"
+                    raise DataError(msg)
+                img = _resize(img, self.resize, image_mod)
+                img = _center_crop(img, self.crop)
+                x = np.asarray(img, dtype=np.float32) * np.float32(scale)
+                if self.channels != "L":
+                    x = np.repeat(x[:, :, None], 3, axis=2)
+            else:
+                img = img.convert("L" if self.channels == "L" else "RGB")
+                img = _resize(img, self.resize, image_mod)
+                img = _center_crop(img, self.crop)
+                x = np.asarray(img, dtype=np.float32)
         if x.ndim == 2:
             x = x[:, :, None]
         if self.channels == "BGR":
@@ -656,6 +688,8 @@ def _image_chunks(files: list[Path], spec: InputSpec, prep: ImagePreprocess) -> 
             try:
                 sample = prep(f, spec.dtype)
             except (OSError, ValueError) as err:
+                if isinstance(err, CalibkitError):
+                    raise
                 msg = f"{f}: cannot preprocess: {err}"
                 raise DataError(msg) from err
             yield {spec.name: sample[None]}, str(f)
