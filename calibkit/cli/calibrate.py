@@ -198,7 +198,8 @@ def _add_calibrate_onnx(sub) -> None:
             "calibration inputs: X.npy (one input, first axis = samples), X.npz (keyed by input "
             "name), a folder of per-sample .npy/.npz files or of images (with --preprocess), "
             "a loader script FILE.py[:FUNCTION] (default load_data) returning an iterable of "
-            "{input name: array} batches (calibkit runs the script: give only one you trust), or Polygraphy's --save-inputs X.json (Polygraphy's "
+            "{input name: array} batches (calibkit runs the script: give only one you trust), "
+            "or Polygraphy's --save-inputs X.json (Polygraphy's "
             "spellings --data-loader-script and --load-inputs are accepted)"
         ),
     )
