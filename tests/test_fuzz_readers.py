@@ -26,11 +26,7 @@ _spec.loader.exec_module(fuzz)
 
 SEEDS = fuzz.seeds()
 READERS = sorted(SEEDS)
-KNOWN_ESCAPES = {
-    # calibkit/stats.py reads through np.load without turning zipfile's BadZipFile into a
-    # StatsFormatError; stats.py belongs to the statistics-schema work (issue 11, item 3).
-    "stats": "stats.py: BadZipFile/EOFError escape load_stats (issue 11 item 3 owns stats.py)",
-}
+KNOWN_ESCAPES: dict[str, str] = {}  # reader -> why it may still escape (none today)
 
 
 def _parse_or_reject(name: str, data: bytes) -> None:
