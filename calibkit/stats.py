@@ -35,6 +35,7 @@ from .atomic import write_atomic
 from .cache.format import parse_trt_version
 from .errors import CalibkitError
 from .histogram import Histogram
+from .inputs import check_regular_file
 from .onnx.graph import Graph
 from .rules.names import CacheLine
 
@@ -55,7 +56,8 @@ _PREFIX = "calibkit-stats-"
 STATS_FORMAT = f"{_PREFIX}{FORMAT_VERSION}"
 
 # What a damaged .npz raises while it is opened or one of its members read.
-_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+# NotImplementedError: zipfile's answer to an unknown zip version or compression method
+_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
 
 
 class StatsFormatError(CalibkitError, ValueError):
@@ -319,6 +321,7 @@ def _format_version(text: str) -> int | None:
 def is_stats_file(path) -> bool:
     """Return True if `path` is an ``.npz`` with a calibkit statistics ``format`` member."""
     try:  # our own handle: np.load leaks its own when the archive is damaged
+        check_regular_file(path, "statistics")  # a FIFO would block the open
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             return "format" in z.files and _format_version(str(z["format"])) is not None
     except (*_READ_ERRORS, AttributeError, TypeError):  # a bare .npy is no archive
@@ -356,6 +359,7 @@ def load_stats(path) -> Stats:
         reads, or is damaged (one line naming the file and the field).
     """
     try:  # our own handle: np.load leaks its own when the archive is damaged
+        check_regular_file(path, "statistics (.npz)")  # a FIFO would block, /dev/zero not end
         with open(path, "rb") as f:
             return _load(path, f)
     except _READ_ERRORS as err:

@@ -59,8 +59,6 @@ COMMANDS = {
 CLASSES = ("missing", "directory", "empty", "truncated", "format", "dtype", "tampered", "fifo")
 CLASSES += ("device",)
 
-# calibkit/stats.py (the statistics schema, issue 11 item 3) opens a FIFO given as STATS.npz and
-# blocks: those rows are xfail (strict, raises=_Blocked) until load_stats refuses special files.
 STATS_OWNED: set[str] = set()  # empty, truncated, tampered: fixed by the stats schema work
 
 
@@ -139,8 +137,6 @@ def _cases():
                 if kind == "dtype" and slot in ("model", "cache"):
                     continue  # a model or cache has no array dtype: "tampered" covers them
                 marks = []
-                if slot == "stats" and kind == "fifo":  # load_stats opens it and blocks
-                    marks.append(pytest.mark.xfail(raises=_Blocked, reason="calibkit/stats.py"))
                 if slot == "stats" and kind in STATS_OWNED:
                     marks.append(pytest.mark.xfail(reason="calibkit/stats.py (issue 11 item 3)"))
                 yield pytest.param(command, slot, kind, id=f"{command}-{slot}-{kind}", marks=marks)
@@ -450,17 +446,32 @@ def test_signals_give_one_line_and_leave_no_temp_file(tmp_path, sig, status, wor
     """Interrupt a calibration mid-run; the old cache stays and no hidden temp file is left."""
     out = tmp_path / "o.cache"
     out.write_bytes(OLD)
-    argv = [sys.executable, "-m", "calibkit", "calibrate", str(MODEL), "--data", str(DATA)]
-    argv += ["--trt-version", "8.6", "-o", str(out), "--no-progress", "--batch-size", "1"]
+    work = tmp_path / "work"
+    work.mkdir()
+    marker = work / "started"
+    (work / "slow.py").write_text(
+        "import time, pathlib\n"
+        "import numpy as np\n"
+        "def load_data():\n"
+        f"    pathlib.Path({str(marker)!r}).write_text('x')\n"
+        "    for _ in range(10000):\n"
+        "        yield {'image': np.zeros((1, 1, 28, 28), np.float32)}\n"
+        "        time.sleep(0.01)\n"
+    )
+    argv = [sys.executable, "-m", "calibkit", "calibrate", str(MODEL), "--data"]
+    argv += [str(work / "slow.py"), "--trt-version", "8.6", "-o", str(out), "--no-progress"]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, stdout=subprocess.PIPE, env=_env())
-    time.sleep(6)  # imports done, calibration running
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # batches are flowing through the histograms
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == status, err
     assert err.strip().splitlines()[-1].endswith(word)
     assert b"Traceback" not in err
     assert out.read_bytes() == OLD
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.cache"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["o.cache", "work"]
 
 
 # -- images -----------------------------------------------------------------------------------
