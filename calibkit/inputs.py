@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import stat
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +178,16 @@ def load_npz(
         else:
             msg = f"{path}: not a readable .npz file (empty, truncated or another format: {err})"
         raise NpzFormatError(msg) from err
-    except (ValueError, EOFError, KeyError, zipfile.LargeZipFile, NotImplementedError) as err:
+    except (
+        ValueError,
+        EOFError,
+        KeyError,
+        RuntimeError,
+        zlib.error,
+        zipfile.LargeZipFile,
+        NotImplementedError,
+    ) as err:
+        # NotImplementedError: unknown zip version or compression; RuntimeError: encrypted
         if isinstance(err, (InputLimitError, NpzFormatError)):
             raise
         msg = f"{path}: damaged .npz file ({type(err).__name__}: {err})"

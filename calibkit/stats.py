@@ -56,8 +56,17 @@ _PREFIX = "calibkit-stats-"
 STATS_FORMAT = f"{_PREFIX}{FORMAT_VERSION}"
 
 # What a damaged .npz raises while it is opened or one of its members read.
-# NotImplementedError: zipfile's answer to an unknown zip version or compression method
-_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error, NotImplementedError)
+# zipfile raises NotImplementedError for an unknown zip version or compression method and
+# RuntimeError for an encrypted member (both found by scripts/fuzz.py)
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 class StatsFormatError(CalibkitError, ValueError):

@@ -122,3 +122,19 @@ def test_found_reader_escapes_are_one_error(name, blob):
     """The inputs issue 12 found (RecursionError, int digit limit, flatbuffer offsets)."""
     with pytest.raises(CalibkitError):
         fuzz.reader(name)(blob)
+
+
+@pytest.mark.parametrize("damage", ["encrypted", "compression-99", "version-25.5"])
+def test_zip_features_zipfile_refuses_are_stats_errors(damage):
+    """What atheris found in the statistics reader: zipfile's RuntimeError/NotImplementedError."""
+    data = bytearray(SEEDS["stats"][0])
+    central = data.find(b"PK\x01\x02")
+    if damage == "encrypted":  # general-purpose flag bit 0, local and central headers
+        data[6] |= 1
+        data[central + 8] |= 1
+    elif damage == "compression-99":
+        data[8:10] = data[central + 10 : central + 12] = (99).to_bytes(2, "little")
+    else:  # version needed to extract: 25.5
+        data[4:6] = data[central + 6 : central + 8] = (255).to_bytes(2, "little")
+    with pytest.raises(CalibkitError):
+        fuzz.reader("stats")(bytes(data))
