@@ -171,7 +171,12 @@ def load_npz(
                 )
                 raise InputLimitError(msg)
             with np.load(path, allow_pickle=False) as z:
-                return {name: z[name] for name in z.files}
+                arrays = {name: z[name] for name in z.files}
+            for name, value in arrays.items():
+                if not isinstance(value, np.ndarray):  # np.load gives raw bytes for other members
+                    msg = f"{path}: member {name!r} is not a .npy array; expected only arrays"
+                    raise NpzFormatError(msg)
+            return arrays
     except zipfile.BadZipFile as err:
         if path.stat().st_size and _is_npy(path):
             msg = f"{path}: expected an .npz archive of named arrays, got a single .npy array"

@@ -347,6 +347,9 @@ def _member(z, path, key: str, kind: str, ndim: int) -> np.ndarray:
     except _READ_ERRORS as err:
         msg = f"{path}: damaged statistics file: cannot read {key!r} ({err})"
         raise StatsFormatError(msg) from err
+    if not isinstance(a, np.ndarray):  # np.load hands back raw bytes for a non-.npy member
+        msg = f"{path}: damaged statistics file: {key!r} is not a .npy array"
+        raise StatsFormatError(msg)
     kinds = {"U": "strings", "i": "integers", "f": "floats"}
     ok = a.dtype.kind in (("i", "u") if kind == "i" else (kind,))
     if not ok or a.ndim != ndim:

@@ -78,7 +78,7 @@ def seeds() -> dict[str, list[bytes]]:
     small = [read_cache(d) for d in trt[:5]]
     out = {"trt": trt or [b"TRT-8601-EntropyCalibration2\nx: 3c010204\n"]}
     out["legacy"] = legacy or [b"0 3ff0000000000000 3fefffeb074a771d\nx: 3c010204\n"]
-    for fmt in ("json", "csv", "ranges", "ranges-json", "ort", "ort-text"):
+    for fmt in ("json", "csv", "ranges", "ranges-json", "ort", "ort-text", "ort-overrides"):
         out[fmt] = [to_format_bytes(c, fmt) for c in small]
     out["ort-json"] = [
         json.dumps(

@@ -138,3 +138,17 @@ def test_zip_features_zipfile_refuses_are_stats_errors(damage):
         data[4:6] = data[central + 6 : central + 8] = (255).to_bytes(2, "little")
     with pytest.raises(CalibkitError):
         fuzz.reader("stats")(bytes(data))
+
+
+def test_a_member_that_is_not_an_array_is_a_stats_error(tmp_path):
+    """np.load returns raw bytes for a zip member without the .npy magic (found by atheris)."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(SEEDS["stats"][0])) as src, zipfile.ZipFile(buf, "w") as dst:
+        for info in src.infolist():
+            data = src.read(info)
+            dst.writestr(info.filename, b"not an array" if info.filename == "names.npy" else data)
+    with pytest.raises(CalibkitError, match=r"'names' is not a \.npy array"):
+        fuzz.reader("stats")(buf.getvalue())
