@@ -11,10 +11,12 @@ shared machines lower it).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import zipfile
 import zlib
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +26,7 @@ from .errors import InputLimitError, InvalidInputError
 __all__ = [
     "MAX_TEXT_BYTES",
     "NpzFormatError",
+    "check_npz_size",
     "check_regular_file",
     "input_limit_bytes",
     "load_npy",
@@ -126,14 +129,11 @@ def load_npy(path: str | os.PathLike, what: str = "array") -> np.ndarray:
         raise NpzFormatError(msg) from err
 
 
-def load_npz(
-    path: str | os.PathLike, what: str = "arrays", limit: int | None = None
-) -> dict[str, np.ndarray]:
-    """Read every array of an ``.npz`` file (no pickles), refusing a zip bomb.
+def check_npz_size(path: str | os.PathLike, what: str = "arrays", limit: int | None = None) -> Path:
+    """Check an ``.npz`` before inflating it; return its path.
 
     The arrays' declared sizes (their ``.npy`` headers, checked against the zip entries'
-    sizes) must add up to at most `limit` bytes (default :func:`input_limit_bytes`) before
-    anything is inflated.
+    sizes) must add up to at most `limit` bytes (default :func:`input_limit_bytes`).
 
     Raises
     ------
@@ -144,39 +144,67 @@ def load_npz(
     """
     path = check_regular_file(path, what)
     limit = input_limit_bytes() if limit is None else limit
-    try:
-        with zipfile.ZipFile(path) as zf:
-            members = [i for i in zf.infolist() if i.filename.endswith(".npy")]
-            total = 0
-            for info in members:
-                with zf.open(info) as f:
+    with _npz_errors(path), zipfile.ZipFile(path) as zf:
+        total = 0
+        for info in (i for i in zf.infolist() if i.filename.endswith(".npy")):
+            with zf.open(info) as f:
+                try:
                     shape, dtype = _npy_header(f)
-                    if dtype.hasobject:
-                        msg = f"{path}: array {info.filename[:-4]!r} holds Python objects"
-                        raise NpzFormatError(msg)
-                    nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
-                if nbytes > info.file_size:
-                    msg = (
-                        f"{path}: array {info.filename[:-4]!r} declares {_size(nbytes)} but "
-                        f"its entry holds {_size(info.file_size)} (damaged file)"
-                    )
-                    raise NpzFormatError(msg)
-                total += info.file_size
-            if total > limit:
-                on_disk = path.stat().st_size
+                except ValueError as err:
+                    msg = f"{path}: {info.filename[:-4]!r} is not a .npy array ({err})"
+                    raise NpzFormatError(msg) from err
+            if dtype.hasobject:
+                msg = f"{path}: array {info.filename[:-4]!r} holds Python objects"
+                raise NpzFormatError(msg)
+            nbytes = int(np.prod(shape, dtype=object)) * dtype.itemsize
+            if nbytes > info.file_size:
                 msg = (
-                    f"{path}: its arrays inflate to {_size(total)} ({_size(on_disk)} on disk), "
-                    f"more than the {_size(limit)} of memory available "
-                    "(CALIBKIT_MAX_INPUT_BYTES sets the limit)"
+                    f"{path}: array {info.filename[:-4]!r} declares {_size(nbytes)} but "
+                    f"its entry holds {_size(info.file_size)} (damaged file)"
                 )
-                raise InputLimitError(msg)
-            with np.load(path, allow_pickle=False) as z:
-                arrays = {name: z[name] for name in z.files}
-            for name, value in arrays.items():
-                if not isinstance(value, np.ndarray):  # np.load gives raw bytes for other members
-                    msg = f"{path}: member {name!r} is not a .npy array; expected only arrays"
-                    raise NpzFormatError(msg)
-            return arrays
+                raise NpzFormatError(msg)
+            total += info.file_size
+        if total > limit:
+            on_disk = path.stat().st_size
+            msg = (
+                f"{path}: its arrays inflate to {_size(total)} ({_size(on_disk)} on disk), "
+                f"more than the {_size(limit)} of memory available "
+                "(CALIBKIT_MAX_INPUT_BYTES sets the limit)"
+            )
+            raise InputLimitError(msg)
+    return path
+
+
+def load_npz(
+    path: str | os.PathLike, what: str = "arrays", limit: int | None = None
+) -> dict[str, np.ndarray]:
+    """Read every array of an ``.npz`` file (no pickles), refusing a zip bomb.
+
+    Checks with :func:`check_npz_size` first, so nothing is inflated beyond `limit`.
+
+    Raises
+    ------
+    NpzFormatError
+        For an empty, truncated or non-zip file, a bad member or a single ``.npy`` array.
+    InputLimitError
+        If the arrays would inflate beyond the limit.
+    """
+    path = check_npz_size(path, what, limit)
+    with _npz_errors(path):
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {name: z[name] for name in z.files}
+        for name, value in arrays.items():
+            if not isinstance(value, np.ndarray):  # np.load gives raw bytes for other members
+                msg = f"{path}: member {name!r} is not a .npy array; expected only arrays"
+                raise NpzFormatError(msg)
+        return arrays
+
+
+@contextlib.contextmanager
+def _npz_errors(path: Path) -> Iterator[None]:
+    """Turn what zipfile and numpy raise for a damaged archive into one NpzFormatError."""
+    try:
+        yield
     except zipfile.BadZipFile as err:
         if path.stat().st_size and _is_npy(path):
             msg = f"{path}: expected an .npz archive of named arrays, got a single .npy array"

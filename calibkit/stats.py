@@ -33,9 +33,9 @@ import numpy as np
 from . import __version__
 from .atomic import write_atomic
 from .cache.format import parse_trt_version
-from .errors import CalibkitError
+from .errors import CalibkitError, InputLimitError
 from .histogram import Histogram
-from .inputs import check_regular_file
+from .inputs import check_npz_size, check_regular_file
 from .onnx.graph import Graph
 from .rules.names import CacheLine
 
@@ -371,11 +371,12 @@ def load_stats(path) -> Stats:
         reads, or is damaged (one line naming the file and the field).
     """
     try:  # our own handle: np.load leaks its own when the archive is damaged
-        check_regular_file(path, "statistics (.npz)")  # a FIFO would block, /dev/zero not end
+        # a FIFO would block, /dev/zero not end, a zip bomb not fit: refused before opening
+        check_npz_size(path, "statistics (.npz)")
         with open(path, "rb") as f:
             return _load(path, f)
     except _READ_ERRORS as err:
-        if isinstance(err, StatsFormatError):
+        if isinstance(err, (StatsFormatError, InputLimitError)):
             raise
         msg = f"{path}: not a readable .npz file ({err})"
         raise StatsFormatError(msg) from err

@@ -516,3 +516,14 @@ def test_decompression_bomb_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 3000)  # between 1x and 2x: a warning
     with pytest.raises(InputLimitError, match=r"big\.png"):
         _image_prep()(tmp_path / "big.png", np.float32)
+
+
+def test_statistics_bomb_is_refused_before_inflating(tmp_path, capsys, monkeypatch):
+    from calibkit.histogram import Histogram
+    from calibkit.stats import save_stats
+
+    save_stats(tmp_path / "big.stats.npz", {"t": Histogram(1 << 22)})  # 32 MB of zero counts
+    monkeypatch.setenv("CALIBKIT_MAX_INPUT_BYTES", str(8 << 20))
+    status, cap = _run(["compare", tmp_path / "big.stats.npz"], capsys)
+    assert status == 1
+    assert "big.stats.npz: its arrays inflate to 33.6 MB" in cap.err
