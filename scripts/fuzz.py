@@ -214,9 +214,6 @@ def atheris_child(name: str, count: int, seed: int, out: str) -> None:
 
     def one_input(data: bytes) -> None:
         tally["tried"] += 1
-        if tally["tried"] % 500 == 0:
-            collect_quietly()
-            save()  # libFuzzer may end the process without running atexit handlers
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -229,6 +226,9 @@ def atheris_child(name: str, count: int, seed: int, out: str) -> None:
             if len(tally["examples"]) < 3:
                 tb = traceback.format_exception_only(type(err), err)[-1].strip()
                 tally["examples"].append({"input": data[:200].hex(), "error": tb[:300]})
+        if tally["tried"] % 500 == 0 or tally["tried"] == count:
+            collect_quietly()
+            save()  # libFuzzer ends the process without running atexit handlers
 
     def save() -> None:
         Path(out).write_text(json.dumps(tally))
