@@ -24,6 +24,7 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -200,7 +201,8 @@ class CalibrationCache:
 
     def __post_init__(self) -> None:
         if self.version is not None:
-            self.version = tuple(int(v) for v in self.version)
+            # callers pass parse_trt_version's triple; int() only turns NumPy integers into ints
+            self.version = cast("tuple[int, int, int]", tuple(int(v) for v in self.version))
         self.scales = {str(k): np.float32(v) for k, v in self.scales.items()}
         if self.newline not in ("\n", "\r\n"):
             msg = f"newline must be '\\n' or '\\r\\n', got {self.newline!r}"

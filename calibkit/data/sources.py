@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 import sys
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -246,7 +248,7 @@ class ImagePreprocess:
         return np.ascontiguousarray(x, dtype=dtype)
 
 
-_IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+_IMAGENET: dict[str, Any] = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 #: Named preprocessings; fields given next to a preset override it.
 PRESETS: dict[str, ImagePreprocess] = {
     # torchvision ImageNet models: Resize(256), CenterCrop(224), ToTensor, Normalize
@@ -383,6 +385,9 @@ def _load_script(spec: str) -> tuple[Callable[[], Iterable], str, Path]:
         raise FileNotFoundError(msg)
     mod_name = "calibkit_data_loader_" + re.sub(r"\W", "_", path.stem)
     module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if module_spec is None or module_spec.loader is None:  # not a file Python can import
+        msg = f"data-loader script {path}: cannot be imported as a Python module"
+        raise DataError(msg)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[mod_name] = module  # so pickling and dataclasses inside the script work
     # As Polygraphy's import_from_script: the script's folder leads sys.path while it is
@@ -547,7 +552,7 @@ def _list_files(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def open_data(
-    data: str | Path | Iterable[Mapping[str, np.ndarray]],
+    data: str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
     inputs: Sequence[InputSpec],
     *,
     batch_size: int | None = None,
@@ -593,21 +598,24 @@ def open_data(
     ):
         msg = f"max_samples must be a positive int, got {max_samples!r}"
         raise DataError(msg)
-    is_dir = isinstance(data, (str, Path)) and Path(data).is_dir()
+    is_dir = isinstance(data, (str, os.PathLike)) and Path(data).is_dir()
     if preprocess is not None and not is_dir:
         msg = f"a preprocessing applies to a folder of images; {data} is not one"
         raise DataError(msg)
-    text = str(data) if isinstance(data, (str, Path)) else None
-    if text is None or text.endswith(".py") or ".py:" in text:
+    feeds: Iterable | Callable[[], Iterable] | None = None
+    if not isinstance(data, (str, os.PathLike)):  # an iterable of feed dicts
+        feeds, where, script = data, "iterable", None
+    else:
+        text = os.fspath(data)
+        path = Path(text)
+        if text.endswith(".py") or ".py:" in text:
+            feeds, where, script = _load_script(text)
+    if feeds is not None:
         if shuffle:
-            msg = (
-                f"{text or 'an iterable'}: shuffle works on files and arrays; shuffle in the loader"
-            )
+            msg = f"{where}: shuffle works on files and arrays; shuffle in the loader"
             raise DataError(msg)
-        data, where, script = (data, "iterable", None) if text is None else _load_script(text)
-        chunks = _loader_chunks(data, inputs, where, script)
+        chunks = _loader_chunks(feeds, inputs, where, script)
         return DataSource(where, inputs, chunks, None, fixed, max_samples)
-    path = Path(data)
     if not path.exists():
         msg = f"calibration data {path} not found"
         raise FileNotFoundError(msg)
