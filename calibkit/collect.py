@@ -13,7 +13,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from .errors import HistogramRangeError, NonFiniteError
+from .errors import HistogramRangeError, InvalidInputError, NonFiniteError
 from .histogram import NAN_POLICIES, Histogram, max_abs
 
 __all__ = ["HistogramCollector", "MaxCollector"]
@@ -24,7 +24,7 @@ logger = logging.getLogger(__name__)
 def _check_nan_policy(nan_policy: str) -> str:
     if nan_policy not in NAN_POLICIES:
         msg = f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     return nan_policy
 
 

@@ -11,10 +11,13 @@ __all__ = [
     "CalibkitError",
     "HistogramMergeError",
     "HistogramRangeError",
+    "InputLimitError",
+    "InvalidInputError",
     "MissingDependencyError",
     "ModelFormatError",
     "NonFiniteError",
     "NotCollectedError",
+    "OutputPathError",
     "SelectorError",
 ]
 
@@ -53,3 +56,18 @@ class ModelFormatError(CalibkitError, ValueError):
 
 class SelectorError(CalibkitError, ValueError):
     """A selector spec, or one of a selector's parameters, is invalid."""
+
+
+class InvalidInputError(CalibkitError, ValueError):
+    """An argument or input value calibkit cannot use (out of range, inconsistent, unknown)."""
+
+
+class InputLimitError(CalibkitError, ValueError):
+    """An input exceeds a resource limit (decompressed size, pixels, bytes read)."""
+
+
+class OutputPathError(CalibkitError, OSError):
+    """An output path cannot be written (no folder, a directory, a FIFO or device, read-only).
+
+    Raised before the first byte of any output is written.
+    """

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _reference as _codes
-from .errors import HistogramMergeError, HistogramRangeError, NonFiniteError
+from .errors import HistogramMergeError, HistogramRangeError, InvalidInputError, NonFiniteError
 
 __all__ = ["NAN_POLICIES", "Histogram", "bin_scale", "fold", "max_abs", "raw_bits"]
 
@@ -137,7 +137,7 @@ def _check_num_bins(num_bins: int) -> int:
         raise TypeError(msg)
     if num_bins < 2 or num_bins & (num_bins - 1):
         msg = f"num_bins must be a power of two >= 2 (growth merges bin pairs), got {num_bins}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     return int(num_bins)
 
 
@@ -184,7 +184,7 @@ class Histogram:
             upper = float(upper)
             if not (math.isfinite(upper) and upper >= 0):
                 msg = f"upper must be finite and >= 0, got {upper!r}"
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
             self.upper = upper
 
     @classmethod
@@ -201,20 +201,20 @@ class Histogram:
         counts = np.asarray(counts)
         if counts.ndim != 1 or not np.issubdtype(counts.dtype, np.integer):
             msg = f"counts must be a 1-D integer array, got {counts.dtype} of shape {counts.shape}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if np.any(counts < 0):
             msg = "counts must be non-negative"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         h = cls(counts.size, upper)
         h.counts = counts.astype(np.int64, copy=True)
         h.max_abs = float(max_abs)
         h.num_inf, h.num_nan = int(num_inf), int(num_nan)
         if h.upper == 0 and h.counts[1:].any():
             msg = "counts above bin 0 need a positive upper range"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if not 0 <= h.max_abs <= h.upper or (h.max_abs == 0 and h.counts[1:].any()):
             msg = f"max_abs={h.max_abs!r} is inconsistent with upper={h.upper!r} and the counts"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         return h
 
     # -- filling ---------------------------------------------------------------------------
@@ -247,7 +247,7 @@ class Histogram:
         """
         if nan_policy not in NAN_POLICIES:
             msg = f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         bits, fmt, mask, inf_bits = raw_bits(x)
         if bits.size == 0:
             return None

@@ -23,9 +23,12 @@ would deploy.
 
 Examples
 --------
->>> import calibkit as ck  # doctest: +SKIP
->>> result = ck.scales_from_stats("model.stats.npz", "percentile:99.99")  # doctest: +SKIP
->>> print(result.describe_sharing())  # doctest: +SKIP
+>>> import calibkit as ck
+>>> stats = "tests/data/golden_stats/fashion.stats.npz"  # examples/fashion_mnist's histograms
+>>> result = ck.scales_from_stats(stats, "percentile:99.99")
+>>> print(result.describe_sharing())
+scale sharing (TensorRT 10.16.0 rules): rule P moved 2 tensor(s)
+(max_pool2d <- relu_1, max_pool2d_1 <- cat)
 >>> ck.write_cache("p.cache", result.cache())  # doctest: +SKIP
 """
 
@@ -40,6 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .cache.format import LEGACY_ALGORITHM, CalibrationCache, parse_trt_version, write_cache
+from .errors import InvalidInputError
 from .histogram import Histogram
 from .onnx.graph import Graph
 from .rules import sharing as _sharing
@@ -92,7 +96,7 @@ def check_share_scales(rules: str) -> str:
     if rules in ("trt", "none") or (parts and all(r in RULES for r in parts)):
         return rules
     msg = f"share_scales must be trt, none, P, C or P,C, got {rules!r}"
-    raise ValueError(msg)
+    raise InvalidInputError(msg)
 
 
 @dataclass(frozen=True)
@@ -184,7 +188,7 @@ def _cache(amax, selector, version, word: str) -> CalibrationCache:
                 f"a LegacyCalibration header needs the quantile and regression cutoff of a legacy "
                 f"selector; {selector.spec} has none"
             )
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         return CalibrationCache.from_amax(
             amax,
             trt_version=None,
@@ -194,7 +198,7 @@ def _cache(amax, selector, version, word: str) -> CalibrationCache:
         )
     if version is None:
         msg = "a TensorRT version is needed for the cache header, e.g. trt_version='10.16'"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     return CalibrationCache.from_amax(amax, trt_version=version, algorithm=word)
 
 
@@ -255,7 +259,11 @@ def select_scales(
     """
     selector = as_selector(algorithm)
     check_share_scales(share_scales)
-    version = None if trt_version is None else parse_trt_version(trt_version)
+    version = None
+    if trt_version is not None:
+        # parse_trt_version takes a str, tuple or list: any other sequence goes in as a tuple
+        given = trt_version if isinstance(trt_version, str | tuple | list) else tuple(trt_version)
+        version = parse_trt_version(given)
     own = {name: float(selector.select(h)) for name, h in histograms.items()}
     sharing = None
     tensor_amax = own
@@ -264,7 +272,8 @@ def select_scales(
             graph = Graph.from_json(graph)
         sharing = _sharing.share_scales(graph, own, trt_version=version, rules=share_scales)
         tensor_amax = sharing.amax
-    amax, missing = tensor_amax, []
+    amax = tensor_amax
+    missing: list[str] = []
     if trt_lines is not None:
         lines = tuple(
             line if isinstance(line, CacheLine) else CacheLine(*line) for line in trt_lines

@@ -7,14 +7,19 @@ The cache stores the float32 scale; both steps round to float32 (TRT_CALIBRATION
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 import numpy as np
 
-__all__ = ["INT8_MAX", "amax_from_scale", "scale_from_amax"]
+__all__ = ["INT8_MAX", "FloatLike", "amax_from_scale", "scale_from_amax"]
 
 INT8_MAX = 127
 
+#: A scale or amax as callers hold it: a Python float, or a NumPy one (a cache's float32 scale).
+FloatLike: TypeAlias = float | np.floating
 
-def scale_from_amax(amax: float) -> np.float32:
+
+def scale_from_amax(amax: FloatLike) -> np.float32:
     """Return TensorRT's float32 scale for a clipping threshold: ``fl32(fl32(amax) / 127)``.
 
     Examples
@@ -26,7 +31,7 @@ def scale_from_amax(amax: float) -> np.float32:
         return np.float32(np.float32(amax) / np.float32(INT8_MAX))
 
 
-def amax_from_scale(scale: float) -> float:
+def amax_from_scale(scale: FloatLike) -> float:
     """Return the dynamic range ``127 * scale`` (as TensorRT's ``setDynamicRange`` would take it).
 
     Computed in float64 from the float32 scale. Going back through float32 amax is not always

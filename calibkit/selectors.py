@@ -17,12 +17,12 @@ import math
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Protocol, runtime_checkable
+from typing import ClassVar, Literal, Protocol, overload, runtime_checkable
 
 import numpy as np
 
 from . import _reference as _codes
-from .errors import SelectorError
+from .errors import InvalidInputError, SelectorError
 from .histogram import Histogram, _Kernels
 
 _impl = _Kernels()  # the Numba kernels, loaded on first use (tests swap in the twins)
@@ -310,7 +310,8 @@ ENTROPY_PRESETS: dict[str, dict] = {
 rival (exact only where no value equals the range: candidate B gives such values a bin of
 their own, which calibkit's histogram does not keep); ``pytorch`` the KL of NVIDIA
 pytorch-quantization / ModelOpt; ``mxnet`` the KL of MXNet, ONNX Runtime and TVM applied to a
-|x| histogram (their signed collection is not reproduced)."""
+|x| histogram (their signed collection is not reproduced). TensorRT 8.6's Constant lines rule
+out all three as TensorRT's search (docs/fidelity.md §1b); they are kept for research."""
 
 
 @dataclass(frozen=True)
@@ -327,7 +328,7 @@ class MinMaxSelector:
         value = float(hist)
         if math.isnan(value) or value < 0:
             msg = f"a running max |x| must be >= 0, got {value!r}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         return value
 
 
@@ -456,7 +457,10 @@ class MSESelector:
 def _parse_options(text: str) -> dict:
     """``"pytorch,ties=first"`` -> the options of an entropy preset plus overrides."""
     out: dict = {}
-    fields = {f.name: f.type for f in dataclasses.fields(EntropySelector) if f.name != "version"}
+    # the field types are strings ("int", "float", "str"): this module postpones annotations
+    fields = {
+        f.name: str(f.type) for f in dataclasses.fields(EntropySelector) if f.name != "version"
+    }
     for item in filter(None, (s.strip() for s in text.split(","))):
         if "=" not in item:
             if item not in ENTROPY_PRESETS:
@@ -472,6 +476,14 @@ def _parse_options(text: str) -> dict:
             raise SelectorError(msg)
         out[key] = _number(key, value, fields[key]) if fields[key] in ("int", "float") else value
     return out
+
+
+@overload
+def _number(name: str, text: str, kind: Literal["int"]) -> int: ...
+@overload
+def _number(name: str, text: str, kind: Literal["float"]) -> float: ...
+@overload
+def _number(name: str, text: str, kind: str) -> int | float: ...
 
 
 def _number(name: str, text: str, kind: str) -> int | float:

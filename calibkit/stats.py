@@ -33,8 +33,9 @@ import numpy as np
 from . import __version__
 from .atomic import write_atomic
 from .cache.format import parse_trt_version
-from .errors import CalibkitError
+from .errors import CalibkitError, InputLimitError
 from .histogram import Histogram
+from .inputs import check_npz_size, check_regular_file
 from .onnx.graph import Graph
 from .rules.names import CacheLine
 
@@ -55,7 +56,17 @@ _PREFIX = "calibkit-stats-"
 STATS_FORMAT = f"{_PREFIX}{FORMAT_VERSION}"
 
 # What a damaged .npz raises while it is opened or one of its members read.
-_READ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+# zipfile raises NotImplementedError for an unknown zip version or compression method and
+# RuntimeError for an encrypted member (both found by scripts/fuzz.py)
+_READ_ERRORS = (
+    OSError,
+    ValueError,
+    EOFError,
+    zipfile.BadZipFile,
+    zlib.error,
+    NotImplementedError,
+    RuntimeError,
+)
 
 
 class StatsFormatError(CalibkitError, ValueError):
@@ -286,7 +297,8 @@ def save_stats(
         msg = f"all histograms must have the same number of bins, got {sorted(bins)}"
         raise ValueError(msg)
     num_bins = bins.pop() if bins else 0
-    arrays = {
+    # values typed Any: numpy's stub reads ``**arrays`` as possibly filling its bool keyword
+    arrays: dict[str, Any] = {
         "format": np.array(STATS_FORMAT),
         "calibkit_version": np.array(__version__),
         "settings": np.array(json.dumps(settings.to_dict(), sort_keys=True)),
@@ -318,6 +330,7 @@ def _format_version(text: str) -> int | None:
 def is_stats_file(path) -> bool:
     """Return True if `path` is an ``.npz`` with a calibkit statistics ``format`` member."""
     try:  # our own handle: np.load leaks its own when the archive is damaged
+        check_regular_file(path, "statistics")  # a FIFO would block the open
         with open(path, "rb") as f, np.load(f, allow_pickle=False) as z:
             return "format" in z.files and _format_version(str(z["format"])) is not None
     except (*_READ_ERRORS, AttributeError, TypeError):  # a bare .npy is no archive
@@ -334,6 +347,9 @@ def _member(z, path, key: str, kind: str, ndim: int) -> np.ndarray:
     except _READ_ERRORS as err:
         msg = f"{path}: damaged statistics file: cannot read {key!r} ({err})"
         raise StatsFormatError(msg) from err
+    if not isinstance(a, np.ndarray):  # np.load hands back raw bytes for a non-.npy member
+        msg = f"{path}: damaged statistics file: {key!r} is not a .npy array"
+        raise StatsFormatError(msg)
     kinds = {"U": "strings", "i": "integers", "f": "floats"}
     ok = a.dtype.kind in (("i", "u") if kind == "i" else (kind,))
     if not ok or a.ndim != ndim:
@@ -355,10 +371,12 @@ def load_stats(path) -> Stats:
         reads, or is damaged (one line naming the file and the field).
     """
     try:  # our own handle: np.load leaks its own when the archive is damaged
+        # a FIFO would block, /dev/zero not end, a zip bomb not fit: refused before opening
+        check_npz_size(path, "statistics (.npz)")
         with open(path, "rb") as f:
             return _load(path, f)
     except _READ_ERRORS as err:
-        if isinstance(err, StatsFormatError):
+        if isinstance(err, (StatsFormatError, InputLimitError)):
             raise
         msg = f"{path}: not a readable .npz file ({err})"
         raise StatsFormatError(msg) from err

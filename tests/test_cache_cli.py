@@ -92,6 +92,48 @@ def test_convert_between_formats_and_back(tmp_path, capsys):
     assert read_cache(back).version == (8, 2, 4)
 
 
+def test_convert_ort_text_with_a_header_writes_tensorrt(tmp_path, capsys):
+    # The issue's command: onnxruntime's text table (suffix .cache, as the output's) plus an
+    # explicit TensorRT header means a TensorRT cache, not a copy in onnxruntime's format.
+    src = tmp_path / "calibration.cache"
+    src.write_text("conv2d 1.4358896017074585\nimage 1.0\n")
+    out = tmp_path / "trt.cache"
+    args = ["cache", "convert", str(src), "-o", str(out), "--trt-version", "10.16"]
+    assert main([*args, "--algorithm", "MinMaxCalibration"]) == 0
+    assert "trt.cache: trt, 2 tensors" in capsys.readouterr().out
+    cache = read_cache(out)
+    assert (cache.version, cache.algorithm) == ((10, 16, 0), "MinMaxCalibration")
+    assert cache.scales == {
+        "conv2d": scale_from_amax(1.4358896017074585),
+        "image": scale_from_amax(1.0),
+    }
+    # a header with a format that cannot hold one is a contradiction, not silently dropped
+    other = tmp_path / "other.cache"
+    assert (
+        main([*args, "--algorithm", "MinMaxCalibration", "--to", "ort-text", "-o", str(other)]) == 1
+    )
+    err = capsys.readouterr().err
+    assert "format 'ort-text' does not hold" in err and not other.exists()
+    json_out = tmp_path / "c.json"  # calibkit JSON holds the header: kept
+    assert (
+        main(
+            [
+                "cache",
+                "convert",
+                str(src),
+                "-o",
+                str(json_out),
+                "--trt-version",
+                "10.16",
+                "--algorithm",
+                "MinMaxCalibration",
+            ]
+        )
+        == 0
+    )
+    assert json.loads(json_out.read_text())["version"] == [10, 16, 0]
+
+
 def test_convert_retarget_warns_on_stderr(tmp_path, capsys):
     out = tmp_path / "dla.cache"
     args = ["cache", "convert", str(TINY), "-o", str(out), "--algorithm", "MinMaxCalibration"]
@@ -171,12 +213,19 @@ def test_check_against_graph_json(tmp_path, capsys):
         b"TRT-8601-EntropyCalibration2\nx: 3c010204\ny: 3d000000\nz: 3d000000\nw: 0\n"
     )
     args = ["cache", "check", str(cache), "--model", str(tmp_path / "graph.json")]
-    assert main(args) == 0
+    assert main(args) == 1  # a zero scale is an issue: non-zero exit by default
     out = capsys.readouterr().out
     assert "1 zero scale" in out and "equal scale across MaxPool pool: y -> z" in out
     assert main([*args, "--strict", "--json"]) == 1
     obj = json.loads(capsys.readouterr().out)
     assert obj["zero"] == ["w"] and obj["missing"] == [] and not obj["ok"]
+    assert main([*args, "--report-only"]) == 0
+    assert "-> issues" in capsys.readouterr().out
+    cache.write_bytes(
+        b"TRT-8601-EntropyCalibration2\nx: 3c010204\ny: 3d000000\nz: 3d000000\nw: 1\n"
+    )
+    assert main(args) == 0  # clean
+    assert "-> ok" in capsys.readouterr().out
 
 
 def test_diff_in_bins_with_saved_statistics(tmp_path, capsys):

@@ -33,6 +33,7 @@ SUFFIX = {
     "ranges-json": ".json",
     "ort": ".flatbuffers",
     "ort-text": ".cache",
+    "ort-overrides": ".json",
 }
 WRITABLE = [f for f, (_, writable, _) in FORMATS.items() if writable]
 
@@ -248,3 +249,64 @@ def test_scales_no_range_reaches(rng):
             for _ in range(3):
                 near = np.nextafter(near, direction)
                 assert scale_from_amax(near) != s
+
+
+FASHION = Path(__file__).resolve().parents[1] / "examples" / "fashion_mnist"
+
+
+@pytest.mark.parametrize("method", ["MinMax", "Entropy", "Percentile"])
+def test_reads_a_real_onnxruntime_calibration(method, tmp_path):
+    # Not a fixture: onnxruntime's own calibrator on the bundled model, then its own writer. Its
+    # TensorsData JSON wraps the tensors and stores lowest/highest as numpy arrays or numbers.
+    calibrate = pytest.importorskip("onnxruntime.quantization.calibrate")
+    quant_utils = pytest.importorskip("onnxruntime.quantization.quant_utils")
+    images = np.load(FASHION / "calib.npz")["image"][:64]
+
+    class Reader(calibrate.CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"image": images[i : i + 32]} for i in range(0, 64, 32)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    calibrator = calibrate.create_calibrator(
+        str(FASHION / "model.onnx"),
+        calibrate_method=getattr(calibrate.CalibrationMethod, method),
+        augmented_model_path=str(tmp_path / "augmented.onnx"),
+    )
+    calibrator.collect_data(Reader())
+    data = calibrator.compute_data()
+    quant_utils.write_calibration_table(data, dir=str(tmp_path))
+    # what write_calibration_table itself writes: max(highest, lowest) of each tensor
+    expected = {
+        name: scale_from_amax(max(np.asarray(t.highest).item(), np.asarray(t.lowest).item()))
+        for name, t in data.items()
+    }
+    assert len(expected) > 10
+    raw = json.loads((tmp_path / "calibration.json").read_text())
+    assert raw["CLS"] == "TensorsData"  # the shape that used to be refused
+    for file, fmt in [
+        ("calibration.flatbuffers", "ort"),
+        ("calibration.cache", "ort-text"),
+        ("calibration.json", "ort-json"),
+    ]:
+        cache, detected = read_scales(tmp_path / file)
+        assert detected == fmt
+        assert cache.scales == expected, (method, fmt)
+
+
+def test_ort_json_refuses_arrays_of_several_values(tmp_path):
+    obj = {
+        "CLS": "TensorsData",
+        "data": {
+            "x": {
+                "lowest": {"data": [-1.0, -2.0], "dtype": "float32", "CLS": "numpy.array"},
+                "highest": 3.0,
+                "CLS": "TensorData",
+            }
+        },
+    }
+    path = tmp_path / "calibration.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(CacheFormatError, match=r"calibration.json: tensor 'x' lowest: .*2 values"):
+        read_scales(path)

@@ -19,6 +19,22 @@ def test_import_is_light():
     assert out.stdout.strip() == "[]"
 
 
+def test_every_module_imports_without_the_extras():
+    """``pytest --doctest-modules calibkit`` imports every module: none may need an extra."""
+    code = (
+        "import importlib, pkgutil, sys\n"
+        f"for name in {HEAVY!r}: sys.modules[name] = None  # import raises ImportError\n"
+        "import calibkit\n"
+        "for m in pkgutil.walk_packages(calibkit.__path__, 'calibkit.'):\n"
+        "    if m.name != 'calibkit.__main__':  # runs the CLI\n"
+        "        importlib.import_module(m.name)\n"
+        "print(len([m for m in sys.modules if m.startswith('calibkit.')]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert int(out.stdout) >= 40  # every module, not a package that failed quietly
+
+
 def test_public_names_exist():
     for name in ck.__all__:
         assert hasattr(ck, name), name

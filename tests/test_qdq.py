@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -653,3 +654,67 @@ def test_fashion_mnist_qdq_keeps_labelled_accuracy(agreement, fashion, algorithm
         accuracy[name] = np.mean(got == labels)
     assert accuracy["calibrated"] >= fp32 - 0.01, accuracy
     assert accuracy["calibrated"] >= accuracy["scales /16"] + 0.3, accuracy
+
+
+def test_qdq_with_another_models_cache_is_an_error(tmp_path, capsys):
+    from calibkit.cli import main
+
+    root = Path(__file__).resolve().parents[1]
+    other = root / "examples" / "caches" / "trt8204_entropy2_tiny_trtcookbook.cache"
+    out = tmp_path / "q.onnx"
+    model = root / "examples" / "fashion_mnist" / "model.onnx"
+    assert main(["qdq", str(model), "--cache", str(other), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "is the cache for another model?" in err and str(model) in err
+    assert not out.exists()
+    # a cache whose names are in the model, but no op of --op-types reads them: also refused
+    cache = tmp_path / "f.cache"
+    cache.write_bytes(b"TRT-101600-EntropyCalibration2\nlogits: 3c010a14\n")
+    assert main(["qdq", str(model), "--cache", str(cache), "-o", str(out)]) == 1
+    assert "no activation quantized" in capsys.readouterr().err and not out.exists()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0x0400, 0x7BFF))  # every positive normal float16
+def test_qdq_to_cache_takes_modelopts_float16_scales_exactly(tmp_path_factory, bits):
+    # ModelOpt's default export (--high_precision_dtype fp16): a float16 graph whose Q/DQ
+    # scales are float16. The cache holds the same value as a float32, exactly.
+    scale16 = np.array(bits, np.uint16).view(np.float16)
+    q = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], "q")
+    dq = helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], "dq")
+    relu = helper.make_node("Relu", ["xd"], ["y"], "relu")
+    graph = helper.make_graph(
+        [q, dq, relu],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT16, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [3])],
+        [numpy_helper.from_array(scale16, "s"), numpy_helper.from_array(np.int8(0), "z")],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 19)])
+    path = tmp_path_factory.mktemp("fp16") / "modelopt.onnx"
+    onnx.save(model, str(path))
+    cache, _ = qdq_to_cache(str(path), trt_version="10.16")
+    assert cache.scales["x"].dtype == np.float32
+    assert cache.scales["x"] == np.float32(scale16)  # exact: float16 is a subset of float32
+    assert float(cache.scales["x"]) == float(scale16)
+
+
+def test_qdq_to_cache_errors_name_the_file(tmp_path, capsys):
+    from calibkit.cli import main
+
+    q = helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"], "q")
+    dq = helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["y"], "dq")
+    graph = helper.make_graph(
+        [q, dq],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])],
+        [numpy_helper.from_array(np.float32(0.5), "s"), numpy_helper.from_array(np.int8(3), "z")],
+    )
+    path = tmp_path / "asym.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]), str(path))
+    out = tmp_path / "c.cache"
+    assert main(["qdq-to-cache", str(path), "--trt-version", "8.6", "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert f"{path}: DequantizeLinear 'dq' has zero point" in err and "<model>" not in err
+    assert not out.exists()

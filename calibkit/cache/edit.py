@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 
 import numpy as np
 
+from ..errors import InvalidInputError
 from ..scale import scale_from_amax
 from .format import ALGORITHMS, LEGACY_ALGORITHM, CalibrationCache, parse_trt_version
 
@@ -42,7 +43,7 @@ def retarget(
     if algorithm is not None and algorithm != cache.algorithm:
         if algorithm not in ALGORITHMS:
             msg = f"cannot retarget to {algorithm!r}; choose one of {list(ALGORITHMS)}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if cache.algorithm is not None:
             warnings.warn(
                 f"header algorithm changed from {cache.algorithm} to {algorithm}, but the scales "
@@ -59,10 +60,10 @@ def retarget(
                 f"TensorRT {version[0]} removed implicit INT8 calibration and reads no cache; "
                 "target TensorRT <= 10 or export Q/DQ (calibkit qdq)"
             )
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if new.algorithm == LEGACY_ALGORITHM:
             msg = "a legacy cache header holds no TensorRT version; retarget its algorithm too"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if cache.version is not None and version != cache.version:
             old, target = (".".join(map(str, v)) for v in (cache.version, version))
             warnings.warn(
@@ -91,11 +92,11 @@ def select_tensors(cache: CalibrationCache, patterns: Iterable[str]) -> list[str
             regex = re.compile(pattern)
         except re.error as err:
             msg = f"bad regular expression {pattern!r}: {err}"
-            raise ValueError(msg) from err
+            raise InvalidInputError(msg) from err
         hits = {name for name in cache.scales if regex.fullmatch(name)}
         if not hits:
             msg = f"pattern {pattern!r} matches no tensor name (it must match the whole name)"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         chosen |= hits
     return [name for name in cache.scales if name in chosen]
 
@@ -115,11 +116,11 @@ def set_scales(
     unknown = [name for name in scales if name not in cache.scales]
     if unknown and not add:
         msg = f"{len(unknown)} name(s) not in the cache, e.g. {unknown[0]!r}; use add to append"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     for name, value in scales.items():
         if not isinstance(value, (int, float, np.floating)) or math.isnan(value) or value < 0:
             msg = f"value for tensor {name!r} is {value!r}; expected a number >= 0"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         new.scales[name] = scale_from_amax(value) if from_amax else np.float32(value)
     new.to_bytes()  # names must be writable
     return new
@@ -138,7 +139,7 @@ def clamp_amax(
     """
     if lower is not None and upper is not None and lower > upper:
         msg = f"clamp bounds are reversed: lower {lower} > upper {upper}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     names = list(names)
     _check_known(cache, names)
     changes = {}
@@ -165,4 +166,4 @@ def _check_known(cache: CalibrationCache, names: list[str]) -> None:
     unknown = [name for name in names if name not in cache.scales]
     if unknown:
         msg = f"{len(unknown)} name(s) not in the cache, e.g. {unknown[0]!r}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)

@@ -24,11 +24,13 @@ import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
 from ..atomic import write_atomic
-from ..errors import CacheFormatError
+from ..errors import CacheFormatError, InvalidInputError
+from ..inputs import read_input_bytes
 from ..scale import amax_from_scale, scale_from_amax
 
 __all__ = [
@@ -79,13 +81,13 @@ def parse_trt_version(version: str | tuple[int, ...] | list[int]) -> tuple[int, 
         parts = version.strip().split(".")
         if not 1 <= len(parts) <= 4 or not all(p.isascii() and p.isdigit() for p in parts):
             msg = f"bad TensorRT version {version!r}; expected 'major[.minor[.patch]]' like '10.16'"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         numbers = [int(p) for p in parts]
     else:
         numbers = [int(p) for p in version]
         if not 1 <= len(numbers) <= 4 or min(numbers) < 0:
             msg = f"bad TensorRT version {version!r}; expected (major, minor, patch)"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
     major, minor, patch = [*numbers, 0, 0][:3]
     trt_version_number((major, minor, patch))  # range check
     return major, minor, patch
@@ -108,7 +110,7 @@ def trt_version_number(version: tuple[int, int, int]) -> int:
             f"TensorRT version {major}.{minor}.{patch} cannot be written in a cache header "
             f"(needs major >= 1, minor <= {max_minor}, patch <= 99)"
         )
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     return major * (1000 if major < 10 else 10000) + minor * 100 + patch
 
 
@@ -125,7 +127,7 @@ def trt_version_from_number(number: int) -> tuple[int, int, int]:
         f"{number} is not a TensorRT version number "
         "(expected 1000-9999 for TensorRT 1-9 or >= 100000 for TensorRT 10+)"
     )
-    raise ValueError(msg)
+    raise InvalidInputError(msg)
 
 
 def scale_from_hex(text: str) -> np.float32:
@@ -138,11 +140,11 @@ def scale_from_hex(text: str) -> np.float32:
     """
     if not isinstance(text, str) or not _HEX_RE.fullmatch(text):
         msg = f"bad hex {text!r}; expected 1-8 hex digits (the float32 bits of the scale)"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     scale = _bits_to_float32(int(text, 16))
     if np.isnan(scale) or np.signbit(scale):
         msg = f"hex {text!r} is the scale {scale}; expected a number >= 0"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     return scale
 
 
@@ -199,11 +201,12 @@ class CalibrationCache:
 
     def __post_init__(self) -> None:
         if self.version is not None:
-            self.version = tuple(int(v) for v in self.version)
+            # callers pass parse_trt_version's triple; int() only turns NumPy integers into ints
+            self.version = cast("tuple[int, int, int]", tuple(int(v) for v in self.version))
         self.scales = {str(k): np.float32(v) for k, v in self.scales.items()}
         if self.newline not in ("\n", "\r\n"):
             msg = f"newline must be '\\n' or '\\r\\n', got {self.newline!r}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         self._header_line()  # validates the header fields
 
     # -- views -------------------------------------------------------------------------------
@@ -254,23 +257,23 @@ class CalibrationCache:
         for name, value in amax.items():
             if math.isnan(value) or value < 0:
                 msg = f"amax of tensor {name!r} is {value}; expected a number >= 0"
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
         legacy = None
         if algorithm == LEGACY_ALGORITHM:
             if quantile is None or regression_cutoff is None:
                 msg = "algorithm 'LegacyCalibration' needs quantile= and regression_cutoff="
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
             legacy = LegacyHeader(float(regression_cutoff), float(quantile))
         elif quantile is not None or regression_cutoff is not None:
             msg = f"quantile/regression_cutoff apply only to 'LegacyCalibration', not {algorithm!r}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         version = None if trt_version is None else parse_trt_version(trt_version)
         if version is not None and version[0] >= 11:
             msg = (
                 f"TensorRT {version[0]} removed implicit INT8 calibration and reads no "
                 "calibration cache; target TensorRT <= 10 or export Q/DQ (calibkit qdq)"
             )
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         scales = {name: scale_from_amax(value) for name, value in amax.items()}
         return cls(version, algorithm, scales, legacy)
 
@@ -283,20 +286,20 @@ class CalibrationCache:
                     f"and version=None; got algorithm={self.algorithm!r}, legacy={self.legacy!r}, "
                     f"version={self.version!r}"
                 )
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
             cutoff, quantile = self.legacy.regression_cutoff, self.legacy.quantile
             if not (math.isfinite(cutoff) and math.isfinite(quantile)):
                 msg = f"legacy regression cutoff and quantile must be finite, got {self.legacy}"
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
             return f"0 {_double_to_hex(cutoff)} {_double_to_hex(quantile)}"
         if self.version is None and self.algorithm is None:
             return "1"
         if self.algorithm not in ALGORITHMS:
             msg = f"unknown algorithm {self.algorithm!r}; choose one of {list(ALGORITHMS)}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if self.version is None:
             msg = f"a {self.algorithm} cache needs an explicit TensorRT version (e.g. '10.16')"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         return f"TRT-{trt_version_number(self.version)}-{self.algorithm}"
 
     def _header_line(self) -> str:
@@ -331,15 +334,15 @@ class CalibrationCache:
         for name, scale in self.scales.items():
             if not name or "\n" in name or "\r" in name:
                 msg = f"tensor name {name!r} cannot be written: it is empty or holds a line break"
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
             try:
                 name.encode("utf-8")
             except UnicodeEncodeError as err:
                 msg = f"tensor name {name!r} cannot be written as UTF-8 text: {err.reason}"
-                raise ValueError(msg) from err
+                raise InvalidInputError(msg) from err
             if np.isnan(scale) or np.signbit(scale):
                 msg = f"scale of tensor {name!r} is {scale}; expected a number >= 0"
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
             lines.append(f"{name}: {self._hex_for(name, scale)}")
         nl = self.newline
         return (nl.join(lines) + nl).encode("utf-8")
@@ -361,10 +364,17 @@ def _parse_header(text: str, where: str) -> tuple:
     if match is None:
         msg = (
             f"{where}: expected a header 'TRT-<version number>-<algorithm>', "
-            f"'0 <cutoff hex> <quantile hex>' or '1', got {text!r}"
+            f"'0 <cutoff hex> <quantile hex>' or '1', got {_clip(text)!r}"
         )
         raise CacheFormatError(msg)
-    number, algorithm = int(match.group(1)), match.group(2)
+    digits, algorithm = match.group(1), match.group(2)
+    if len(digits) > 9:  # TensorRT's are 4 to 6 digits; int() of 4301 digits raises, slowly
+        msg = (
+            f"{where}: version number in the header has {len(digits)} digits; "
+            "expected NV_TENSORRT_VERSION such as 8601 or 101600"
+        )
+        raise CacheFormatError(msg)
+    number = int(digits)
     if algorithm not in ALGORITHMS:
         msg = (
             f"{where}: unknown algorithm {algorithm!r} in header; "
@@ -377,6 +387,11 @@ def _parse_header(text: str, where: str) -> tuple:
         msg = f"{where}: bad version in header {text!r}: {err}"
         raise CacheFormatError(msg) from err
     return version, algorithm, None
+
+
+def _clip(text: str, limit: int = 80) -> str:
+    """Shorten `text` for an error message (a header or line may be megabytes long)."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _decode(raw: bytes, where: str) -> str:
@@ -486,7 +501,7 @@ def read_cache(source: str | os.PathLike | bytes) -> CalibrationCache:
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _parse(bytes(source), "<bytes>")
     path = Path(source)
-    return _parse(path.read_bytes(), str(path))
+    return _parse(read_input_bytes(path, "calibration cache"), str(path))
 
 
 def write_cache(path: str | os.PathLike, cache: CalibrationCache) -> None:

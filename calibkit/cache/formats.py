@@ -30,25 +30,29 @@ import os
 import re
 import struct
 import warnings
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
 
 from .._optional import require
-from ..errors import CacheFormatError
+from ..errors import CacheFormatError, InvalidInputError
+from ..inputs import read_input_bytes
 from ..scale import INT8_MAX, scale_from_amax
 from .format import (
     CalibrationCache,
     LegacyHeader,
-    read_cache,
     scale_from_hex,
     write_atomic,
 )
+from .format import _parse as _parse_trt
 
 __all__ = [
     "FORMATS",
     "detect_format",
     "format_for_path",
+    "ort_tensor_quant_overrides",
+    "parse_scales",
     "range_for_scale",
     "read_scales",
     "to_json_dict",
@@ -67,6 +71,7 @@ FORMATS = {
     "ort": (True, True, False),
     "ort-text": (True, True, False),
     "ort-json": (True, False, False),
+    "ort-overrides": (True, True, False),
 }
 _NUMBER = rb"(?:[0-9.eE+-]+|inf|nan)"
 _RANGES_LINE = re.compile(rb".+:\s*" + _NUMBER)
@@ -105,6 +110,14 @@ def _number(text: str, where: str, what: str) -> float:
     return value
 
 
+def _float32_scale(value: float, where: str) -> np.float32:
+    """Return `value` as a float32 scale; beyond float32's range is an error, not infinity."""
+    if math.isfinite(value) and abs(value) > float(np.finfo(np.float32).max):
+        msg = f"{where}: scale {value!r} is beyond float32's range (a cache stores float32)"
+        raise CacheFormatError(msg)
+    return np.float32(value)
+
+
 def _hex(text, where: str) -> np.float32:
     try:
         return scale_from_hex(text)
@@ -118,6 +131,16 @@ def _json_number(value: float) -> float | str:
     return "inf" if math.isinf(value) else value
 
 
+def _load_json(data: bytes, source: str):
+    """Parse JSON; too deep a nesting (RecursionError) or bad text is one CacheFormatError."""
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        kind = "nested too deeply" if isinstance(err, RecursionError) else str(err)[:200]
+        msg = f"{source}: not valid JSON ({kind})"
+        raise CacheFormatError(msg) from err
+
+
 # -- detection -------------------------------------------------------------------------------
 def detect_format(path: str | os.PathLike, data: bytes | None = None) -> str:
     """Guess the format of `path` from its suffix and, where that is ambiguous, its content."""
@@ -128,16 +151,14 @@ def detect_format(path: str | os.PathLike, data: bytes | None = None) -> str:
         data = path.read_bytes()
     head = data[:4096].lstrip()
     if path.suffix.lower() == ".json" or head.startswith(b"{"):
-        try:
-            obj = json.loads(data)
-        except ValueError as err:
-            msg = f"{path}: not valid JSON ({err})"
-            raise CacheFormatError(msg) from err
+        obj = _load_json(data, str(path))
         if isinstance(obj, dict) and "entries" in obj:
             return "json"
-        values = list(obj.values())[:1] if isinstance(obj, dict) else []
-        if values and isinstance(values[0], dict) and values[0].get("CLS") == "TensorData":
+        if _ort_tensors(obj) is not None:
             return "ort-json"
+        values = list(obj.values())[:1] if isinstance(obj, dict) else []
+        if values and isinstance(values[0], list) and values[0] and isinstance(values[0][0], dict):
+            return "ort-overrides"
         return "ranges-json"
     first = data.split(b"\n", 1)[0].rstrip(b"\r")
     if first.startswith(b"TRT-") or first == b"1" or first.startswith(b"0 "):
@@ -201,9 +222,14 @@ def _json_value(value, where: str) -> float:
     if isinstance(value, str) and value in ("inf", "Infinity"):
         return math.inf
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        msg = f"{where}: expected a number, got {value!r}"
+        shown = repr(value) if len(repr(value)) <= 80 else f"{repr(value)[:80]}..."
+        msg = f"{where}: expected a number, got {shown}"
         raise CacheFormatError(msg)
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError as err:  # a JSON integer of hundreds of digits
+        msg = f"{where}: number {str(value)[:40]}... is out of range"
+        raise CacheFormatError(msg) from err
 
 
 def _read_ranges_json(obj, source: str) -> dict[str, np.float32]:
@@ -221,18 +247,77 @@ def _read_ranges_json(obj, source: str) -> dict[str, np.float32]:
     return scales
 
 
+def _ort_tensors(obj) -> dict | None:
+    """Return the ``{name: TensorData}`` part of an onnxruntime ``calibration.json``, or None.
+
+    onnxruntime writes either a plain ``{name: TensorData}`` dict (``write_calibration_table``
+    given a dict) or, for the ``TensorsData`` its calibrators return, the wrapper
+    ``{"CLS": "TensorsData", "data": {name: TensorData}}``.
+    """
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("CLS") == "TensorsData" and isinstance(obj.get("data"), dict):
+        obj = obj["data"]
+    values = list(obj.values())[:1]
+    if values and isinstance(values[0], dict) and values[0].get("CLS") == "TensorData":
+        return obj
+    return None
+
+
+def _ort_number(item, where: str) -> float:
+    """One of ``lowest``/``highest``: a number, or a numpy array of one element.
+
+    numpy values are ``{"data": ..., "dtype": ..., "CLS": "numpy.array"}`` with ``data`` a
+    number or a (nested) list; onnxruntime itself calls ``.item()`` on them, so exactly one
+    element is accepted, as there.
+    """
+    if isinstance(item, dict):
+        item = item.get("data")
+    while isinstance(item, list) and len(item) == 1:
+        item = item[0]
+    if isinstance(item, list):
+        msg = f"{where}: expected one number (onnxruntime calls .item()), got {len(item)} values"
+        raise CacheFormatError(msg)
+    return _json_value(item, where)
+
+
 def _read_ort_json(obj, source: str) -> dict[str, np.float32]:
+    tensors = _ort_tensors(obj)
+    if tensors is None:
+        msg = f"{source}: expected onnxruntime's calibration.json ({{name: TensorData}})"
+        raise CacheFormatError(msg)
+    scales = {}
+    for name, value in tensors.items():
+        where = f"{source}: tensor {name!r}"
+        if not isinstance(value, dict):
+            msg = f"{where}: expected a TensorData object, got {type(value).__name__}"
+            raise CacheFormatError(msg)
+        ends = [_ort_number(value.get(key, 0.0), f"{where} {key}") for key in ("highest", "lowest")]
+        # write_calibration_table stores max(highest, lowest): ONNX Runtime's own choice
+        scales[name] = scale_from_amax(_number(str(max(ends)), where, "range"))
+    return scales
+
+
+def _read_ort_overrides(obj, source: str) -> dict[str, np.float32]:
+    if not isinstance(obj, dict):
+        msg = f"{source}: expected TensorQuantOverrides {{name: [{{scale, zero_point}}]}}"
+        raise CacheFormatError(msg)
     scales = {}
     for name, value in obj.items():
         where = f"{source}: tensor {name!r}"
-        ends = []
-        for key in ("highest", "lowest"):
-            item = value.get(key, 0.0) if isinstance(value, dict) else None
-            if isinstance(item, dict):  # numpy arrays are {"data": ..., "dtype": ..., "CLS": ...}
-                item = item.get("data")
-            ends.append(_json_value(item, f"{where} {key}"))
-        # write_calibration_table stores max(highest, lowest): ONNX Runtime's own choice
-        scales[name] = scale_from_amax(_number(str(max(ends)), where, "range"))
+        if not (isinstance(value, list) and len(value) == 1 and isinstance(value[0], dict)):
+            msg = f"{where}: expected one per-tensor override [{{scale, zero_point}}]"
+            raise CacheFormatError(msg)
+        entry = value[0]
+        if "scale" not in entry:
+            msg = f"{where}: expected a 'scale' (rmin/rmax-only overrides carry no scale)"
+            raise CacheFormatError(msg)
+        zero_point = entry.get("zero_point", 0)
+        if zero_point != 0 or isinstance(zero_point, bool):
+            msg = f"{where}: zero_point {zero_point!r}; TensorRT scales are symmetric (0)"
+            raise CacheFormatError(msg)
+        scale = _json_value(entry["scale"], f"{where} scale")
+        scales[name] = np.float32(_number(repr(scale), where, "scale"))
     return scales
 
 
@@ -245,6 +330,9 @@ def _read_ort(data: bytes, source: str) -> dict[str, np.float32]:
         offset = root.Offset(4)  # TrtTable.dict
         count = root.VectorLen(offset) if offset else 0
         start = root.Vector(offset) if offset else 0
+        if start + 4 * count > len(data):
+            msg = f"{source}: {count} entries do not fit in {len(data)} bytes (damaged file)"
+            raise CacheFormatError(msg)
         for i in range(count):
             item = table.Table(data, root.Indirect(start + 4 * i))
             key, value = item.Offset(4), item.Offset(6)  # KeyValue.key, KeyValue.value
@@ -253,8 +341,11 @@ def _read_ort(data: bytes, source: str) -> dict[str, np.float32]:
                 raise CacheFormatError(msg)
             name = item.String(key + item.Pos).decode("utf-8")
             pairs.append((f"entry {i}", name, item.String(value + item.Pos).decode("utf-8")))
-    except (IndexError, ValueError, UnicodeDecodeError, struct.error) as err:
-        msg = f"{source}: not an ONNX Runtime TrtTable flatbuffer ({err})"
+    except (IndexError, ValueError, TypeError, OverflowError, struct.error) as err:
+        if isinstance(err, CacheFormatError):
+            raise
+        # offsets that point outside the buffer or overflow flatbuffers' uint32 arithmetic
+        msg = f"{source}: not an ONNX Runtime TrtTable flatbuffer ({str(err)[:120]})"
         raise CacheFormatError(msg) from err
     return _from_amax_text(pairs, source)
 
@@ -274,7 +365,7 @@ def _read_json(obj, source: str) -> CalibrationCache:
         if "hex" in entry:  # exact; scale and amax are for people
             scales[name] = _hex(entry["hex"], where)
         elif "scale" in entry:
-            scales[name] = np.float32(_json_value(entry["scale"], where))
+            scales[name] = _float32_scale(_json_value(entry["scale"], where), where)
         else:
             scales[name] = scale_from_amax(_json_value(entry.get("amax"), where))
     try:
@@ -292,7 +383,14 @@ def _read_json(obj, source: str) -> CalibrationCache:
 
 
 def _read_csv(data: bytes, source: str) -> dict[str, np.float32]:
-    rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"))))
+    try:
+        rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
+    except UnicodeDecodeError as err:
+        msg = f"{source}: expected UTF-8 text ({err})"
+        raise CacheFormatError(msg) from err
+    except csv.Error as err:  # a NUL byte, an unterminated quote at the end, a huge field
+        msg = f"{source}: not a valid CSV file ({err})"
+        raise CacheFormatError(msg) from err
     scales = {}
     for lineno, row in enumerate(rows, 2):
         name = row.get("name")
@@ -302,7 +400,8 @@ def _read_csv(data: bytes, source: str) -> dict[str, np.float32]:
         if row.get("hex"):
             value = _hex(row["hex"], f"{source}:{lineno}")
         elif row.get("scale"):
-            value = np.float32(_number(row["scale"], f"{source}:{lineno}", "scale"))
+            where = f"{source}:{lineno}"
+            value = _float32_scale(_number(row["scale"], where, "scale"), where)
         else:
             value = scale_from_amax(_number(row.get("amax") or "", f"{source}:{lineno}", "amax"))
         if name in scales:
@@ -329,31 +428,41 @@ def read_scales(source: str | os.PathLike, fmt: str | None = None) -> tuple[Cali
         If the file does not match its format; the message names the file and line or tensor.
     """
     path = Path(source)
-    data = path.read_bytes()
+    data = read_input_bytes(path, "scales file")
     fmt = fmt or detect_format(path, data)
+    return parse_scales(data, fmt, str(path)), fmt
+
+
+def parse_scales(data: bytes, fmt: str, source: str = "<bytes>") -> CalibrationCache:
+    """Parse the content of a file in format `fmt` (see :data:`FORMATS`).
+
+    Raises
+    ------
+    CacheFormatError
+        If `data` does not match the format; the message names `source` and line or tensor.
+    """
     if fmt not in FORMATS:
         msg = f"unknown format {fmt!r}; choose one of {sorted(FORMATS)}"
-        raise ValueError(msg)
-    name = str(path)
+        raise InvalidInputError(msg)
     if fmt == "trt":
-        return read_cache(path), fmt
-    if fmt in ("json", "ranges-json", "ort-json"):
-        try:
-            obj = json.loads(data)
-        except ValueError as err:
-            msg = f"{name}: not valid JSON ({err})"
-            raise CacheFormatError(msg) from err
+        return _parse_trt(data, source)
+    if fmt in ("json", "ranges-json", "ort-json", "ort-overrides"):
+        obj = _load_json(data, source)
         if fmt == "json":
-            return _read_json(obj, name), fmt
-        reader = _read_ranges_json if fmt == "ranges-json" else _read_ort_json
-        return _headerless(reader(obj, name)), fmt
+            return _read_json(obj, source)
+        reader = {
+            "ranges-json": _read_ranges_json,
+            "ort-json": _read_ort_json,
+            "ort-overrides": _read_ort_overrides,
+        }[fmt]
+        return _headerless(reader(obj, source))
     readers = {
         "csv": _read_csv,
         "ranges": _read_ranges,
         "ort": _read_ort,
         "ort-text": _read_ort_text,
     }
-    return _headerless(readers[fmt](data, name)), fmt
+    return _headerless(readers[fmt](data, source))
 
 
 # -- writing ---------------------------------------------------------------------------------
@@ -430,18 +539,74 @@ def _to_ort(cache: CalibrationCache) -> bytes:
     return bytes(builder.Output())
 
 
+def ort_tensor_quant_overrides(
+    cache: CalibrationCache, tensors: Iterable[str] | None = None, *, as_numpy: bool = True
+) -> dict[str, list[dict]]:
+    """Return onnxruntime's ``TensorQuantOverrides`` that reproduce `cache`'s scales.
+
+    ``{name: [{"scale": s, "zero_point": 0}]}``: one per-tensor override each, the float32 scale
+    itself and a zero point of 0 (TensorRT quantizes symmetrically). Pass it as
+    ``quantize_static(..., activation_type=QuantType.QInt8,
+    extra_options={"TensorQuantOverrides": overrides})``; onnxruntime then writes exactly these
+    scales into its QuantizeLinear / DequantizeLinear nodes.
+
+    Parameters
+    ----------
+    tensors : iterable of str, optional
+        The model's tensor names. onnxruntime refuses an override for a tensor it does not
+        know, so cache names outside this set (TensorRT-internal tensors) are left out, with a
+        warning. Default: every cache name.
+    as_numpy : bool
+        True (default): numpy values, as ``quantize_static`` needs (it calls ``.squeeze()``).
+        False: plain floats and ints, for JSON.
+
+    Tensors with a zero or infinite scale cannot be expressed (onnxruntime needs a finite
+    scale > 0); they are left out with a warning, and quantize with onnxruntime's own range.
+    """
+    keep = None if tensors is None else set(tensors)
+    out: dict[str, list[dict]] = {}
+    unknown, unusable = [], []
+    for name, scale in cache.scales.items():
+        if keep is not None and name not in keep:
+            unknown.append(name)
+        elif not (np.isfinite(scale) and scale > 0):
+            unusable.append(name)
+        elif as_numpy:
+            out[name] = [{"scale": np.array(scale, np.float32), "zero_point": np.array(0, np.int8)}]
+        else:
+            out[name] = [{"scale": float(scale), "zero_point": 0}]
+    if unknown:
+        warnings.warn(
+            f"{len(unknown)} cache tensor(s) are not in the model and were left out "
+            f"(e.g. {unknown[0]!r}; TensorRT-internal names have no ONNX tensor)",
+            UserWarning,
+            stacklevel=2,
+        )
+    if unusable:
+        warnings.warn(
+            f"{len(unusable)} tensor(s) with a zero or infinite scale were left out "
+            f"(e.g. {unusable[0]!r}): onnxruntime needs a finite scale > 0",
+            UserWarning,
+            stacklevel=2,
+        )
+    return out
+
+
 def to_format_bytes(cache: CalibrationCache, fmt: str) -> bytes:
     """Serialize `cache` in format `fmt` (see :data:`FORMATS`)."""
     if fmt not in FORMATS or not FORMATS[fmt][1]:
         writable = sorted(f for f, (_, w, _) in FORMATS.items() if w)
         msg = f"cannot write format {fmt!r}; choose one of {writable}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     if fmt == "trt":
         return cache.to_bytes()
     if fmt == "json":
         return (json.dumps(to_json_dict(cache), indent=2, ensure_ascii=False) + "\n").encode()
     if fmt == "csv":
         return _to_csv(cache)
+    if fmt == "ort-overrides":
+        overrides = ort_tensor_quant_overrides(cache, as_numpy=False)
+        return (json.dumps(overrides, indent=1, ensure_ascii=False) + "\n").encode()
     _warn_ranges(cache, fmt)
     if fmt == "ort":
         return _to_ort(cache)

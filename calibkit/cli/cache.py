@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
+from ..atomic import check_outputs
 from ..errors import CalibkitError
+from .argtypes import non_negative_float, non_negative_int, regex
 
 logger = logging.getLogger(__name__)
 
@@ -37,10 +39,14 @@ def _add_cache(subparsers) -> None:
     q.add_argument("a", help="first cache (or any supported file)")
     q.add_argument("b", help="second cache (or any supported file)")
     q.add_argument("--from", dest="from_format", choices=readable, help="format of both inputs")
-    q.add_argument("--rtol", type=float, help="exit 1 if a relative difference exceeds this")
+    q.add_argument(
+        "--rtol", type=non_negative_float, help="exit 1 if a relative difference exceeds this"
+    )
     q.add_argument("--ignore-missing", action="store_true", help="tensors on one side only pass")
     q.add_argument("--stats", help="stats.npz of the calibration run: differences in bins")
-    q.add_argument("--top", type=int, default=20, help="rows to print (default 20; 0 = all)")
+    q.add_argument(
+        "--top", type=non_negative_int, default=20, help="rows to print (default 20; 0 = all)"
+    )
     q.add_argument("--json", action="store_true", help="print one JSON object")
     q.set_defaults(func=_cmd_cache_diff)
 
@@ -48,6 +54,11 @@ def _add_cache(subparsers) -> None:
     source(q)
     q.add_argument("-o", "--output", required=True, help="output file")
     q.add_argument("--to", choices=writable, help="output format (default: from the suffix)")
+    q.add_argument(
+        "--model",
+        help="model.onnx or graph.json: keep only its tensors (onnxruntime's ort-overrides "
+        "refuse names the model lacks, such as TensorRT-internal ones)",
+    )
     _header_options(q)
     q.set_defaults(func=_cmd_cache_convert)
 
@@ -58,11 +69,22 @@ def _add_cache(subparsers) -> None:
     q.add_argument("--add", action="append", default=[], metavar="NAME=AMAX", help="add a tensor")
     q.add_argument("--overrides", help="file of scales to copy in (any supported format)")
     q.add_argument(
-        "--select", action="append", default=[], metavar="REGEX", help="tensors to clamp"
+        "--select",
+        type=regex,
+        action="append",
+        default=[],
+        metavar="REGEX",
+        help="tensors to clamp",
     )
-    q.add_argument("--clamp-min", type=float, metavar="AMAX", help="raise amax below this")
-    q.add_argument("--clamp-max", type=float, metavar="AMAX", help="lower amax above this")
-    q.add_argument("--drop", action="append", default=[], metavar="REGEX", help="drop tensors")
+    q.add_argument(
+        "--clamp-min", type=non_negative_float, metavar="AMAX", help="raise amax below this"
+    )
+    q.add_argument(
+        "--clamp-max", type=non_negative_float, metavar="AMAX", help="lower amax above this"
+    )
+    q.add_argument(
+        "--drop", type=regex, action="append", default=[], metavar="REGEX", help="drop tensors"
+    )
     _header_options(q)
     q.set_defaults(func=_cmd_cache_edit)
 
@@ -70,7 +92,14 @@ def _add_cache(subparsers) -> None:
     source(q)
     q.add_argument("--model", required=True, help="model.onnx (needs calibkit[onnx]) or graph.json")
     q.add_argument("--json", action="store_true", help="print one JSON object")
-    q.add_argument("--strict", action="store_true", help="exit 1 unless the check is clean")
+    q.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 unless the check is clean (the default since issues exit 1; kept for scripts)",
+    )
+    q.add_argument(
+        "--report-only", action="store_true", help="exit 0 even when the check finds issues"
+    )
     q.set_defaults(func=_cmd_cache_check)
 
 
@@ -88,7 +117,7 @@ def _header_options(q) -> None:
 
 
 class _CacheCommand:
-    """Turn library ValueErrors and warnings into one-line CLI messages."""
+    """Show library warnings as one-line CLI messages (errors go to the boundary in main)."""
 
     def __enter__(self):
         import warnings
@@ -102,8 +131,6 @@ class _CacheCommand:
         self._catch.__exit__(kind, err, tb)
         for w in self._caught:
             print(f"calibkit cache: warning: {w.message}", file=sys.stderr)
-        if kind is not None and issubclass(kind, ValueError) and not isinstance(err, CalibkitError):
-            raise CalibkitError(str(err)) from err
         return False
 
 
@@ -227,6 +254,17 @@ def _write_any(path, cache, fmt, source_fmt, args):
 
     same_suffix = Path(path).suffix.lower() == Path(args.file).suffix.lower()
     target = fmt or (source_fmt if same_suffix else format_for_path(path))
+    header_given = bool(getattr(args, "trt_version", None) or getattr(args, "algorithm", None))
+    if header_given and not FORMATS[target][2]:
+        if fmt is not None:
+            msg = (
+                f"--trt-version/--algorithm set a TensorRT header, which format {fmt!r} does not "
+                "hold; use --to trt (or --to json), or drop the header options"
+            )
+            raise CalibkitError(msg)
+        # An explicit TensorRT header asks for a TensorRT cache, whatever the suffix suggests
+        # (calibration.cache -> trt.cache would otherwise stay onnxruntime's text format).
+        target = "trt"
     if FORMATS[target][2] and not FORMATS[source_fmt][2] and cache.version is None:
         msg = (
             f"{args.file} ({source_fmt}) has no TensorRT header; "
@@ -241,13 +279,32 @@ def _cmd_cache_convert(args) -> int:
     """Convert between cache formats, or retarget the header; same format = byte-identical copy."""
     from ..cache.edit import retarget
 
+    check_outputs(args.output)
     with _CacheCommand():
         cache, fmt = _read_any(args.file, args.from_format)
         if args.trt_version or args.algorithm:
             cache = retarget(cache, trt_version=args.trt_version, algorithm=args.algorithm)
+        if args.model:
+            cache = _keep_model_tensors(cache, args.model)
         written = _write_any(args.output, cache, args.to, fmt, args)
     print(f"{args.output}: {written}, {len(cache.scales)} tensors")
     return 0
+
+
+def _keep_model_tensors(cache, model):
+    import warnings
+
+    from ..cache.check import read_model_graph
+    from ..cache.edit import drop_tensors
+
+    graph, _ = read_model_graph(model)
+    known = set(graph.tensors) | set(graph.initializers)
+    others = [name for name in cache.scales if name not in known]
+    if others:
+        warnings.warn(
+            f"{len(others)} tensor(s) not in {model} left out (e.g. {others[0]!r})", stacklevel=2
+        )
+    return drop_tensors(cache, others)
 
 
 def _pairs(items, what):
@@ -268,6 +325,7 @@ def _cmd_cache_edit(args) -> int:
     """Set, clamp or drop tensors and retarget the header; untouched lines stay as they were."""
     from ..cache.edit import clamp_amax, drop_tensors, retarget, select_tensors, set_scales
 
+    check_outputs(args.output)
     with _CacheCommand():
         cache, fmt = _read_any(args.file, args.from_format)
         before = dict(cache.scales)
@@ -306,7 +364,10 @@ def _cmd_cache_check(args) -> int:
         cache, _ = _read_any(args.file, args.from_format)
         graph, float_tensors = read_model_graph(args.model)
     report = check_cache(cache, graph, float_tensors=float_tensors)
-    status = 1 if args.strict and not report.ok else 0
+    if args.strict and args.report_only:
+        msg = "--strict and --report-only contradict each other; give one"
+        raise CalibkitError(msg)
+    status = 0 if report.ok or args.report_only else 1
     if args.json:
         print(json.dumps(report.to_dict(), ensure_ascii=False))
         return status

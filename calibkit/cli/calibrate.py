@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import logging
+import sys
 
+from ..atomic import atomic_outputs, check_output_dir, check_outputs
 from ..errors import CalibkitError
 from ._warnings import shown_warnings
+from .argtypes import (
+    finite_float,
+    float_list,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    regex,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +79,10 @@ def _add_calibrate(sub) -> None:
     )
     p.add_argument("-o", "--output", required=True, help="cache file to write")
     p.add_argument(
-        "--num-bins", type=int, default=2048, help="histogram bins per tensor (TensorRT: 2048)"
+        "--num-bins",
+        type=positive_int,
+        default=2048,
+        help="histogram bins per tensor (TensorRT: 2048)",
     )
     p.add_argument(
         "--save-histograms",
@@ -104,7 +117,7 @@ def _cmd_calibrate(args) -> int:
     from ..data.activations import iter_recorded_batches
     from ..pipeline import check_cache_header, check_share_scales, select_scales
     from ..selectors import make_selector
-    from ..stats import StatsSettings, default_stats_path, is_stats_file, save_stats
+    from ..stats import StatsSettings, default_stats_path, save_stats
 
     suffix = Path(args.source).suffix.lower()
     if suffix in _CALIBRATE_HANDLERS:
@@ -113,10 +126,9 @@ def _cmd_calibrate(args) -> int:
         kinds = ", ".join(sorted({".npz", *_CALIBRATE_HANDLERS}))
         msg = f"{args.source}: unsupported source; expected one of {kinds}"
         raise CalibkitError(msg)
-    if is_stats_file(args.source):
-        msg = f"{args.source} holds saved statistics, not activations: use 'calibkit select'"
-        raise CalibkitError(msg)
-    try:  # bad arguments or data become one error line
+    no_stats = getattr(args, "no_save_histograms", False)
+    stats = None if no_stats else (args.save_histograms or default_stats_path(args.output))
+    with atomic_outputs(args.output, stats):  # both files or neither, paths checked first
         selector = make_selector(args.algorithm)
         check_share_scales(args.share_scales)
         check_cache_header(selector, args.trt_version, args.header_algorithm)  # before the work
@@ -133,25 +145,20 @@ def _cmd_calibrate(args) -> int:
                 header_algorithm=args.header_algorithm,
             )
             cache = selection.cache()
-    except (ValueError, TypeError) as err:
-        if isinstance(err, CalibkitError):
-            raise
-        raise CalibkitError(str(err)) from err
-    write_cache(args.output, cache)
-    stats = None
-    if not getattr(args, "no_save_histograms", False):
-        stats = args.save_histograms or default_stats_path(args.output)
-        settings = StatsSettings(
-            source_kind="activations",
-            source=str(args.source),
-            algorithm=selector.spec,
-            num_bins=args.num_bins,
-            trt_version=args.trt_version,
-            share_scales=args.share_scales,
-            nan_policy=args.nan,
-            num_batches=collector.n_batches_,
-        )
-        save_stats(stats, collector.histograms_, settings=settings)
+        write_cache(args.output, cache)
+        if stats is not None:
+            settings = StatsSettings(
+                source_kind="activations",
+                source=str(args.source),
+                algorithm=selector.spec,
+                num_bins=args.num_bins,
+                trt_version=args.trt_version,
+                share_scales=args.share_scales,
+                nan_policy=args.nan,
+                num_batches=collector.n_batches_,
+            )
+            save_stats(stats, collector.histograms_, settings=settings)
+    _report_nan(collector.histograms_)
     print(
         f"{args.output}: {len(selection.amax)} tensors from {collector.n_batches_} batches "
         f"({selector.spec}, {cache.to_bytes().splitlines()[0].decode()})"
@@ -159,6 +166,20 @@ def _cmd_calibrate(args) -> int:
     )
     print(selection.describe_sharing())
     return 0
+
+
+def _report_nan(histograms) -> None:
+    """Say how many NaN values ``--nan skip`` left out, per tensor (never silently)."""
+    skipped = {name: h.num_nan for name, h in histograms.items() if h.num_nan}
+    if skipped:
+        worst = sorted(skipped.items(), key=lambda kv: -kv[1])[:3]
+        listed = ", ".join(f"{name!r}: {n}" for name, n in worst)
+        more = f" and {len(skipped) - 3} more" if len(skipped) > 3 else ""
+        print(
+            f"warning: skipped {sum(skipped.values())} NaN value(s) in {len(skipped)} "
+            f"tensor(s) ({listed}{more})",
+            file=sys.stderr,
+        )
 
 
 def _add_calibrate_onnx(sub) -> None:
@@ -169,19 +190,28 @@ def _add_calibrate_onnx(sub) -> None:
     g = p.add_argument_group("ONNX model (SOURCE = MODEL.onnx, run on the CPU by onnxruntime)")
     g.add_argument(
         "--data",
+        "--data-loader-script",
+        "--load-inputs",
+        dest="data",
         metavar="DATA",
         help=(
             "calibration inputs: X.npy (one input, first axis = samples), X.npz (keyed by input "
-            "name), a folder of per-sample .npy/.npz files or of images (with --preprocess), or "
+            "name), a folder of per-sample .npy/.npz files or of images (with --preprocess), "
             "a loader script FILE.py[:FUNCTION] (default load_data) returning an iterable of "
-            "{input name: array} batches"
+            "{input name: array} batches (calibkit runs the script: give only one you trust), "
+            "or Polygraphy's --save-inputs X.json (Polygraphy's "
+            "spellings --data-loader-script and --load-inputs are accepted)"
         ),
     )
-    g.add_argument("--batch-size", type=int, help="samples per batch (default: model's, else 8)")
-    g.add_argument("--max-samples", type=int, help="stop after this many samples")
+    g.add_argument(
+        "--batch-size", type=positive_int, help="samples per batch (default: model's, else 8)"
+    )
+    g.add_argument("--max-samples", type=positive_int, help="stop after this many samples")
     g.add_argument("--shuffle", action="store_true", help="visit samples in a random order")
-    g.add_argument("--seed", type=int, default=0, help="seed of --shuffle (default 0)")
-    g.add_argument("--tensors", metavar="REGEX", help="calibrate only tensors matching REGEX")
+    g.add_argument("--seed", type=non_negative_int, default=0, help="seed of --shuffle (default 0)")
+    g.add_argument(
+        "--tensors", type=regex, metavar="REGEX", help="calibrate only tensors matching REGEX"
+    )
     g.add_argument(
         "--preprocess",
         metavar="PRESET",
@@ -189,14 +219,22 @@ def _add_calibrate_onnx(sub) -> None:
     )
     g.add_argument("--resize", help="images: shorter side N, or HxW exactly")
     g.add_argument("--crop", help="images: centre crop HxW or N (default: the model's size)")
-    g.add_argument("--scale", type=float, help="images: multiply pixels (0..255) by this")
-    g.add_argument("--mean", help="images: subtracted after --scale, one value or R,G,B")
-    g.add_argument("--std", help="images: divisor after --mean, one value or R,G,B")
+    g.add_argument("--scale", type=finite_float, help="images: multiply pixels (0..255) by this")
+    g.add_argument(
+        "--mean",
+        type=float_list(finite_float),
+        help="images: subtracted after --scale, one value or R,G,B",
+    )
+    g.add_argument(
+        "--std",
+        type=float_list(positive_float),
+        help="images: divisor after --mean, one value or R,G,B",
+    )
     g.add_argument("--layout", choices=("NCHW", "NHWC"), help="images: default from the model")
     g.add_argument("--channels", choices=("RGB", "BGR", "L"), help="images: default RGB (or L)")
     g.add_argument(
         "--max-tensors-per-run",
-        type=int,
+        type=positive_int,
         metavar="N",
         help="read at most N tensors per onnxruntime run (less memory; one run per group)",
     )
@@ -206,7 +244,9 @@ def _add_calibrate_onnx(sub) -> None:
         default="disable",
         help="onnxruntime graph optimisation (default disable: the graph as given)",
     )
-    g.add_argument("--threads", type=int, help="onnxruntime threads (default: one per core)")
+    g.add_argument(
+        "--threads", type=positive_int, help="onnxruntime threads (default: one per core)"
+    )
     g.add_argument(
         "--names",
         choices=("trt", "onnx"),
@@ -220,7 +260,7 @@ def _add_calibrate_onnx(sub) -> None:
         "--calibration-shape",
         action="append",
         default=[],
-        metavar="NAME=DxD...",
+        metavar="NAME=DxD...",  # also Polygraphy's NAME:[D,D,...] and NAME:DxD
         help=(
             "feed input NAME at this shape, as TensorRT does with dynamic shapes (it reads the "
             "calibration profile's opt shape from the start of each batch); repeatable"
@@ -245,7 +285,11 @@ def _add_calibrate_onnx(sub) -> None:
     )
     g.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     g.add_argument(
-        "--table", type=int, default=30, metavar="ROWS", help="per-tensor rows to print (30)"
+        "--table",
+        type=non_negative_int,
+        default=30,
+        metavar="ROWS",
+        help="per-tensor rows to print (30)",
     )
 
 
@@ -292,8 +336,22 @@ def _preprocess_from_args(args):  # -> str | ImagePreprocess | None
 
 def _cmd_calibrate_onnx(args) -> int:
     """Calibrate an ONNX model on the CPU (onnxruntime) and write the cache and statistics."""
-    from pathlib import Path
+    from ..stats import default_stats_path
 
+    if not args.data:
+        msg = f"{args.source}: an ONNX model needs calibration inputs: --data DATA"
+        raise CalibkitError(msg)
+    stats_path = None
+    if not args.no_save_histograms:
+        stats_path = args.save_histograms or default_stats_path(args.output)
+    with atomic_outputs(args.output, stats_path):  # checked now, before the model runs
+        done = _calibrate_onnx_run(args)
+    print(done)  # after the files are in place
+    return 0
+
+
+def _calibrate_onnx_run(args) -> str:
+    """Run the calibration, print its tables, stage the files; return the closing line."""
     from ..data.sources import parse_shape
     from ..onnx.calibrate import (
         calibrate_onnx,
@@ -302,41 +360,31 @@ def _cmd_calibrate_onnx(args) -> int:
         format_summary,
     )
 
-    if not args.data:
-        msg = f"{args.source}: an ONNX model needs calibration inputs: --data DATA"
-        raise CalibkitError(msg)
-    for path in (args.output, args.save_histograms):
-        if path and not Path(path).resolve().parent.is_dir():  # fail now, not after the run
-            msg = f"cannot write {path}: folder {Path(path).parent} does not exist"
-            raise CalibkitError(msg)
     with shown_warnings("calibrate"):
-        try:
-            result = calibrate_onnx(
-                args.source,
-                args.data,
-                algorithm=args.algorithm,
-                trt_version=args.trt_version,
-                num_bins=args.num_bins,
-                batch_size=args.batch_size,
-                max_samples=args.max_samples,
-                shuffle=args.shuffle,
-                seed=args.seed,
-                preprocess=_preprocess_from_args(args),
-                tensors=args.tensors,
-                nan_policy=args.nan,
-                max_tensors_per_run=args.max_tensors_per_run,
-                optimization=args.optimization,
-                num_threads=args.threads,
-                progress=not args.no_progress,
-                share_scales=args.share_scales,
-                calibration_shapes=dict(parse_shape(s) for s in args.calibration_shape),
-                names=args.names,
-                header_algorithm=args.header_algorithm,
-                histograms=not args.no_save_histograms,
-                overlap=not args.no_overlap,
-            )
-        except ValueError as err:  # bad arguments and data become one error line
-            raise CalibkitError(str(err)) from err
+        result = calibrate_onnx(
+            args.source,
+            args.data,
+            algorithm=args.algorithm,
+            trt_version=args.trt_version,
+            num_bins=args.num_bins,
+            batch_size=args.batch_size,
+            max_samples=args.max_samples,
+            shuffle=args.shuffle,
+            seed=args.seed,
+            preprocess=_preprocess_from_args(args),
+            tensors=args.tensors,
+            nan_policy=args.nan,
+            max_tensors_per_run=args.max_tensors_per_run,
+            optimization=args.optimization,
+            num_threads=args.threads,
+            progress=not args.no_progress,
+            share_scales=args.share_scales,
+            calibration_shapes=dict(parse_shape(s) for s in args.calibration_shape),
+            names=args.names,
+            header_algorithm=args.header_algorithm,
+            histograms=not args.no_save_histograms,
+            overlap=not args.no_overlap,
+        )
     stats = result.write(
         args.output, args.save_histograms, save_stats_file=not args.no_save_histograms
     )
@@ -346,9 +394,9 @@ def _cmd_calibrate_onnx(args) -> int:
         print(format_amax_table(result.histograms, result.amax, limit=args.table))
     print()
     print(format_summary(result))
+    _report_nan(result.histograms)
     header = result.cache.to_bytes().split(b"\n", 1)[0].decode()
-    print(f"wrote {args.output} ({header})" + (f" and {stats}" if stats else ""))
-    return 0
+    return f"wrote {args.output} ({header})" + (f" and {stats}" if stats else "")
 
 
 _CALIBRATE_HANDLERS[".onnx"] = _cmd_calibrate_onnx
@@ -386,29 +434,28 @@ def _cmd_select(args) -> int:
     if args.all == bool(args.algorithm):
         msg = "give either --algorithm SPEC (one cache) or --all (one cache per algorithm)"
         raise CalibkitError(msg)
+    if args.all:
+        check_output_dir(args.output)
+    else:
+        check_outputs(args.output)
     stats = load_stats(args.stats)
     options = {
         "trt_version": args.trt_version,
         "share_scales": args.share_scales,
         "header_algorithm": args.header_algorithm,
     }
-    with shown_warnings("select"):
-        try:
-            if args.all:
-                for spec, path in select_all(stats, args.output, **options).items():
-                    print(f"{spec:20s} {path}")
-                # the rules move the same tensors whatever the algorithm: say it once
-                result = scales_from_stats(stats, "minmax", **options)
-            else:
-                result = scales_from_stats(stats, args.algorithm, **options)
-                cache = result.cache()
-                write_cache(args.output, cache)
-                header = cache.to_bytes().split(b"\n", 1)[0].decode()
-                print(f"wrote {args.output}: {len(cache.scales)} tensors ({header})")
-        except ValueError as err:
-            if isinstance(err, CalibkitError):
-                raise
-            raise CalibkitError(str(err)) from err
+    with shown_warnings("select"), atomic_outputs():  # every cache of --all, or none
+        if args.all:
+            for spec, path in select_all(stats, args.output, **options).items():
+                print(f"{spec:20s} {path}")
+            # the rules move the same tensors whatever the algorithm: say it once
+            result = scales_from_stats(stats, "minmax", **options)
+        else:
+            result = scales_from_stats(stats, args.algorithm, **options)
+            cache = result.cache()
+            write_cache(args.output, cache)
+            header = cache.to_bytes().split(b"\n", 1)[0].decode()
+            print(f"wrote {args.output}: {len(cache.scales)} tensors ({header})")
     print(result.describe_sharing())
     return 0
 

@@ -6,8 +6,10 @@ import argparse
 import logging
 import sys
 
+from ..atomic import atomic_outputs, check_outputs
 from ..errors import CalibkitError
 from ._warnings import with_warnings_shown
+from .argtypes import regex
 from .calibrate import add_share_option
 
 logger = logging.getLogger(__name__)
@@ -16,7 +18,7 @@ logger = logging.getLogger(__name__)
 def _add_qdq(sub) -> None:
     p = sub.add_parser(
         "qdq",
-        help=_cmd_qdq.__doc__.splitlines()[0],
+        help=(_cmd_qdq.__doc__ or "").splitlines()[0],
         description="Insert QuantizeLinear/DequantizeLinear pairs (TensorRT 11 explicit INT8) "
         "with the scales of a TensorRT cache or of saved histograms. See docs/qdq.md.",
     )
@@ -35,7 +37,9 @@ def _add_qdq(sub) -> None:
         ),
     )
     p.add_argument("-o", "--output", required=True, help="Q/DQ model to write")
-    p.add_argument("--exclude-nodes", metavar="REGEX", help="keep nodes whose name matches float")
+    p.add_argument(
+        "--exclude-nodes", type=regex, metavar="REGEX", help="keep nodes whose name matches float"
+    )
     p.add_argument(
         "--op-types",
         nargs="+",
@@ -60,7 +64,7 @@ def _add_qdq(sub) -> None:
 
     r = sub.add_parser(
         "qdq-to-cache",
-        help=_cmd_qdq_to_cache.__doc__.splitlines()[0],
+        help=(_cmd_qdq_to_cache.__doc__ or "").splitlines()[0],
         description="Read the activation scales of a Q/DQ model into a TensorRT <= 10 cache "
         "(as NVIDIA's qdq-translator does) and optionally write the model without Q/DQ.",
     )
@@ -80,6 +84,7 @@ def _cmd_qdq(args: argparse.Namespace) -> int:
     """Write a Q/DQ ONNX model from a TensorRT cache or saved histograms."""
     from ..onnx.qdq import DEFAULT_OP_TYPES, cache_header, shift_numeric_names, write_qdq
 
+    check_outputs(args.output, args.report)  # before any work or write
     if args.cache is not None:
         from ..cache.format import read_cache
 
@@ -98,24 +103,19 @@ def _cmd_qdq(args: argparse.Namespace) -> int:
         if args.algorithm is None:
             msg = "--stats needs --algorithm (e.g. entropy2)"
             raise CalibkitError(msg)
-        try:
-            # the same pipeline as 'calibkit select': the scales its cache would hold
-            selection = scales_from_stats(
-                args.stats,
-                args.algorithm,
-                share_scales=args.share_scales,
-                header_algorithm=args.header_algorithm,
-            )
-            algorithm = selection.header_algorithm
-        except ValueError as err:
-            if isinstance(err, CalibkitError):
-                raise
-            raise CalibkitError(str(err)) from err
+        # the same pipeline as 'calibkit select': the scales its cache would hold
+        selection = scales_from_stats(
+            args.stats,
+            args.algorithm,
+            share_scales=args.share_scales,
+            header_algorithm=args.header_algorithm,
+        )
+        algorithm = selection.header_algorithm
         scales = selection.scales()
         header, sharing = f"stats {args.stats} {selection.selector.spec}", selection
     if args.shift_numeric_names is not None:
         scales = shift_numeric_names(scales, args.shift_numeric_names)
-    try:
+    with atomic_outputs(args.output, args.report):  # the model and its report, or neither
         report = write_qdq(
             args.output,
             args.model,
@@ -128,10 +128,6 @@ def _cmd_qdq(args: argparse.Namespace) -> int:
             source_header=header,
             algorithm=algorithm,
         )
-    except ValueError as err:
-        if isinstance(err, CalibkitError):
-            raise
-        raise CalibkitError(str(err)) from err
     lines = [f"{args.output}: {report.summary()}"]
     lines += [f"  float: {t.name}: {t.reason}" for t in report.float_tensors]
     lines += [f"  warning: {w}" for w in report.warnings]
@@ -147,18 +143,15 @@ def _cmd_qdq_to_cache(args: argparse.Namespace) -> int:
     from ..onnx.qdq import save_model
     from ..onnx.reverse import qdq_to_cache
 
-    try:
+    with atomic_outputs(args.output, args.float_model):  # the cache and the model, or neither
         cache, float_model = qdq_to_cache(
             args.model, trt_version=args.trt_version, algorithm=args.algorithm
         )
-    except ValueError as err:
-        if isinstance(err, CalibkitError):
-            raise
-        raise CalibkitError(str(err)) from err
-    write_cache(args.output, cache)
+        write_cache(args.output, cache)
+        if args.float_model is not None:
+            save_model(args.float_model, float_model)
     sys.stdout.write(f"{args.output}: {len(cache.scales)} activation scales ({cache.algorithm})\n")
     if args.float_model is not None:
-        save_model(args.float_model, float_model)
         sys.stdout.write(f"{args.float_model}: float model without Q/DQ\n")
     return 0
 

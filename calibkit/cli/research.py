@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import logging
 
+from ..atomic import atomic_outputs, check_output_dir, check_outputs
 from ..errors import CalibkitError
 from ._warnings import with_warnings_shown
+from .argtypes import non_negative_int, positive_float, positive_int, positive_int_list, regex
 from .calibrate import add_share_option
 
 logger = logging.getLogger(__name__)
@@ -39,7 +41,9 @@ def _add_research(sub) -> None:
         default="ratio",
         help="per-tensor column shown: amax, scale, clipped, kl, mse, sqnr_db, ratio (default)",
     )
-    p.add_argument("--table", type=int, default=30, metavar="ROWS", help="per-tensor rows (30)")
+    p.add_argument(
+        "--table", type=non_negative_int, default=30, metavar="ROWS", help="per-tensor rows (30)"
+    )
     add_share_option(p, _JUDGED)
     p.set_defaults(func=_cmd_compare)
 
@@ -51,7 +55,10 @@ def _add_research(sub) -> None:
     p.add_argument("stats", metavar="STATS.npz", help="statistics written by calibkit calibrate")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
     p.add_argument("--algorithms", default=_RESEARCH_ALGORITHMS, help="comma-separated specs")
-    p.add_argument("--max-tensors", type=int, metavar="N", help="plot only the first N tensors")
+    p.add_argument(
+        "--max-tensors", type=positive_int, metavar="N", help="plot only the first N tensors"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_share_option(p, _JUDGED)
     p.set_defaults(func=_cmd_report)
 
@@ -66,29 +73,56 @@ def _add_research(sub) -> None:
         ),
     )
     p.add_argument("source", metavar="SOURCE", help="MODEL.onnx or activations .npz")
-    p.add_argument("--data", help="model inputs (as for calibkit calibrate MODEL.onnx --data)")
+    p.add_argument(
+        "--data",
+        "--data-loader-script",
+        "--load-inputs",
+        dest="data",
+        help="model inputs (as for calibkit calibrate MODEL.onnx --data)",
+    )
     p.add_argument("--preprocess", metavar="PRESET", help="image folders: preprocessing preset")
-    p.add_argument("--tensors", metavar="REGEX", help="analyse only tensors matching REGEX")
-    p.add_argument("--max-samples", type=int, help="use at most this many samples")
     p.add_argument(
-        "--max-memory", type=int, default=2048, metavar="MB", help="kept activations (2048 MB)"
+        "--tensors", type=regex, metavar="REGEX", help="analyse only tensors matching REGEX"
     )
-    p.add_argument("--batch-sizes", default="1,8,32", help="comma-separated (default 1,8,32)")
-    p.add_argument("--orders", type=int, default=5, help="orders per batch size (default 5)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the orders (default 0)")
+    p.add_argument("--max-samples", type=positive_int, help="use at most this many samples")
+    p.add_argument(
+        "--max-memory",
+        type=positive_int,
+        default=2048,
+        metavar="MB",
+        help="kept activations (2048 MB)",
+    )
+    p.add_argument(
+        "--batch-sizes",
+        type=positive_int_list,
+        default="1,8,32",
+        help="comma-separated (default 1,8,32)",
+    )
+    p.add_argument(
+        "--orders", type=positive_int, default=5, help="orders per batch size (default 5)"
+    )
+    p.add_argument(
+        "--seed", type=non_negative_int, default=0, help="seed of the orders (default 0)"
+    )
     p.add_argument("-a", "--algorithm", default="entropy2", help="selector (default entropy2)")
-    p.add_argument("--num-bins", type=int, default=2048, help="histogram bins (2048)")
+    p.add_argument("--num-bins", type=positive_int, default=2048, help="histogram bins (2048)")
     p.add_argument(
-        "--threshold", type=float, default=0.05, help="unstable above this relative spread (0.05)"
+        "--threshold",
+        type=positive_float,
+        default=0.05,
+        help="unstable above this relative spread (0.05)",
     )
-    p.add_argument("--threads", type=int, help="onnxruntime threads")
+    p.add_argument("--threads", type=positive_int, help="onnxruntime threads")
     p.add_argument("--json", metavar="FILE", help="write every run's amax as JSON")
-    p.add_argument("--table", type=int, default=30, metavar="ROWS", help="rows to print (30)")
+    p.add_argument(
+        "--table", type=non_negative_int, default=30, metavar="ROWS", help="rows to print (30)"
+    )
     p.add_argument(
         "--trt-version",
         help="TensorRT version whose sharing rules apply (default: unknown, the pooling rule)",
     )
     add_share_option(p, " applied to each run's amax (MODEL.onnx only)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=_cmd_stability)
 
     p = sub.add_parser(
@@ -102,18 +136,32 @@ def _add_research(sub) -> None:
     )
     p.add_argument("model", metavar="MODEL.onnx", help="the float model")
     p.add_argument("--stats", required=True, metavar="STATS.npz", help="saved statistics")
-    p.add_argument("--data", required=True, help="held-aside inputs (as for calibrate --data)")
+    p.add_argument(
+        "--data",
+        "--data-loader-script",
+        "--load-inputs",
+        dest="data",
+        required=True,
+        help="held-aside inputs (as for calibrate --data)",
+    )
     p.add_argument("--preprocess", metavar="PRESET", help="image folders: preprocessing preset")
     p.add_argument("-a", "--algorithm", default="entropy2", help="selector (default entropy2)")
-    p.add_argument("--max-samples", type=int, default=256, help="inputs to use (default 256)")
-    p.add_argument("--batch-size", type=int, help="samples per run (default: model's, else 8)")
+    p.add_argument(
+        "--max-samples", type=positive_int, default=256, help="inputs to use (default 256)"
+    )
+    p.add_argument(
+        "--batch-size", type=positive_int, help="samples per run (default: model's, else 8)"
+    )
     p.add_argument("--output", help="model output to compare (default: the first)")
     p.add_argument(
         "--weights", action="store_true", help="also quantise the weights of the ops reading it"
     )
-    p.add_argument("--threads", type=int, help="onnxruntime threads")
+    p.add_argument("--threads", type=positive_int, help="onnxruntime threads")
     p.add_argument("--json", metavar="FILE", help="write the ranking as JSON")
-    p.add_argument("--table", type=int, default=30, metavar="ROWS", help="rows to print (30)")
+    p.add_argument(
+        "--table", type=non_negative_int, default=30, metavar="ROWS", help="rows to print (30)"
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     add_share_option(p, _JUDGED)
     p.set_defaults(func=_cmd_sensitivity)
 
@@ -132,16 +180,15 @@ def _cmd_compare(args) -> int:
     from ..research.compare import compare
     from ..stats import load_stats
 
+    check_outputs(args.csv, args.json)
     stats = load_stats(args.stats)
-    try:
-        result = compare(stats, _specs(args.algorithms), share_scales=args.share_scales)
-        tensors = result.format_tensors(args.metric, limit=args.table) if args.table else ""
-    except ValueError as err:
-        raise CalibkitError(str(err)) from err
-    if args.csv:
-        result.write_csv(args.csv)
-    if args.json:
-        result.write_json(args.json)
+    result = compare(stats, _specs(args.algorithms), share_scales=args.share_scales)
+    tensors = result.format_tensors(args.metric, limit=args.table) if args.table else ""
+    with atomic_outputs(args.csv, args.json):  # both files or neither
+        if args.csv:
+            result.write_csv(args.csv)
+        if args.json:
+            result.write_json(args.json)
     if tensors:
         print(f"{args.metric} per tensor:")
         print(tensors)
@@ -161,8 +208,9 @@ def _cmd_report(args) -> int:
     from ..research.report import write_report
     from ..stats import load_stats
 
+    check_output_dir(args.output)
     stats = load_stats(args.stats)
-    try:
+    with atomic_outputs():  # the page appears with its plots, or not at all
         index = write_report(
             stats,
             args.output,
@@ -170,9 +218,8 @@ def _cmd_report(args) -> int:
             max_tensors=args.max_tensors,
             title=f"calibkit report: {Path(args.stats).name}",
             share_scales=args.share_scales,
+            progress=not args.no_progress,
         )
-    except ValueError as err:
-        raise CalibkitError(str(err)) from err
     print(f"wrote {index} ({len(stats.histograms)} tensors)")
     # the rules the report's numbers were computed with, as its compare.json records them
     print(json.loads((index.parent / "compare.json").read_text())["sharing"])
@@ -184,49 +231,49 @@ def _cmd_stability(args) -> int:
     """Order and batch-size sensitivity of the calibration."""
     from ..research.stability import samples_from_onnx, samples_from_recorded, stability
 
-    try:
-        sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
-        skipped: dict = {}
-        graph = None
-        if args.source.endswith(".onnx"):
-            from ..onnx.model import OnnxModel
+    check_outputs(args.json)
+    sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
+    skipped: dict = {}
+    graph = None
+    if args.source.endswith(".onnx"):
+        from ..onnx.model import OnnxModel
 
-            model = OnnxModel.load(args.source)  # once: the graph for sharing, and the run
-            graph = model.graph
-            if not args.data:
-                msg = f"{args.source}: an ONNX model needs inputs: --data DATA"
-                raise CalibkitError(msg)
-            samples, skipped = samples_from_onnx(
-                model,
-                args.data,
-                tensors=args.tensors,
-                max_samples=args.max_samples,
-                preprocess=args.preprocess,
-                max_bytes=args.max_memory << 20,
-                num_threads=args.threads,
-            )
-        else:
-            samples = samples_from_recorded(args.source)
-            if args.tensors:
-                import re
-
-                samples = {k: v for k, v in samples.items() if re.search(args.tensors, k)}
-            if args.max_samples:
-                samples = {k: v[: args.max_samples] for k, v in samples.items()}
-        result = stability(
-            samples,
-            batch_sizes=sizes,
-            num_orders=args.orders,
-            seed=args.seed,
-            algorithm=args.algorithm,
-            num_bins=args.num_bins,
-            threshold=args.threshold,
-            graph=graph,
-            trt_version=args.trt_version,
-            share_scales=args.share_scales,
+        model = OnnxModel.load(args.source)  # once: the graph for sharing, and the run
+        graph = model.graph
+        if not args.data:
+            msg = f"{args.source}: an ONNX model needs inputs: --data DATA"
+            raise CalibkitError(msg)
+        samples, skipped = samples_from_onnx(
+            model,
+            args.data,
+            tensors=args.tensors,
+            max_samples=args.max_samples,
+            preprocess=args.preprocess,
+            max_bytes=args.max_memory << 20,
+            num_threads=args.threads,
+            progress=not args.no_progress,
         )
-    except ValueError as err:
-        raise CalibkitError(str(err)) from err
+    else:
+        samples = samples_from_recorded(args.source)
+        if args.tensors:
+            import re
+
+            samples = {k: v for k, v in samples.items() if re.search(args.tensors, k)}
+        if args.max_samples:
+            samples = {k: v[: args.max_samples] for k, v in samples.items()}
+    result = stability(
+        samples,
+        batch_sizes=sizes,
+        num_orders=args.orders,
+        seed=args.seed,
+        algorithm=args.algorithm,
+        num_bins=args.num_bins,
+        threshold=args.threshold,
+        graph=graph,
+        trt_version=args.trt_version,
+        share_scales=args.share_scales,
+        progress=not args.no_progress,
+    )
     result.skipped.update(skipped)
     print(result.format_table(limit=args.table))
     if args.json:
@@ -243,28 +290,27 @@ def _cmd_sensitivity(args) -> int:
     from ..pipeline import scales_from_stats
     from ..research.sensitivity import sensitivity
 
-    try:
-        # the amax the cache of 'select --algorithm A' would deploy: sharing rules, cache names
-        selection = scales_from_stats(args.stats, args.algorithm, share_scales=args.share_scales)
-        model = OnnxModel.load(args.model)  # once, for the input specs and every Q/DQ variant
-        data = open_data(
-            args.data,
-            model.inputs,
-            batch_size=args.batch_size,
-            max_samples=args.max_samples,
-            preprocess=args.preprocess,
-        )
-        result = sensitivity(
-            model,
-            selection.amax,
-            data,
-            output=args.output,
-            algorithm=selection.selector.spec,
-            quantize_weights=args.weights,
-            num_threads=args.threads,
-        )
-    except ValueError as err:
-        raise CalibkitError(str(err)) from err
+    check_outputs(args.json)
+    # the amax the cache of 'select --algorithm A' would deploy: sharing rules, cache names
+    selection = scales_from_stats(args.stats, args.algorithm, share_scales=args.share_scales)
+    model = OnnxModel.load(args.model)  # once, for the input specs and every Q/DQ variant
+    data = open_data(
+        args.data,
+        model.inputs,
+        batch_size=args.batch_size,
+        max_samples=args.max_samples,
+        preprocess=args.preprocess,
+    )
+    result = sensitivity(
+        model,
+        selection.amax,
+        data,
+        output=args.output,
+        algorithm=selection.selector.spec,
+        quantize_weights=args.weights,
+        num_threads=args.threads,
+        progress=not args.no_progress,
+    )
     print(result.format_table(limit=args.table))
     print(selection.describe_sharing())
     if args.json:

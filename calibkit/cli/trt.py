@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 
+from ..atomic import check_outputs
 from ..errors import CalibkitError
+from .argtypes import non_negative_float, positive_int
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +20,7 @@ def _add_trt(sub) -> None:
         "(TensorRT 11: use calibkit qdq).",
     )
     verbs = trt.add_subparsers(dest="verb", metavar="VERB", required=True)
-    p = verbs.add_parser("build", help=_cmd_trt_build.__doc__.splitlines()[0])
+    p = verbs.add_parser("build", help=(_cmd_trt_build.__doc__ or "").splitlines()[0])
     p.add_argument("model", metavar="MODEL.onnx")
     p.add_argument("--cache", required=True, help="calibration cache (any TensorRT version)")
     p.add_argument("-o", "--output", required=True, help="engine file to write")
@@ -42,19 +44,29 @@ def _add_trt(sub) -> None:
     p.add_argument("--fp16", action="store_true", help="also allow FP16 kernels")
     _add_trt_common(p)
     p.set_defaults(func=_cmd_trt_build)
-    p = verbs.add_parser("crosscheck", help=_cmd_trt_crosscheck.__doc__.splitlines()[0])
+    p = verbs.add_parser("crosscheck", help=(_cmd_trt_crosscheck.__doc__ or "").splitlines()[0])
     p.add_argument("model", metavar="MODEL.onnx")
-    p.add_argument("--data", required=True, help="calibration data (as for calibkit calibrate)")
+    p.add_argument(
+        "--data",
+        "--data-loader-script",
+        "--load-inputs",
+        dest="data",
+        required=True,
+        help="calibration data (as for calibkit calibrate)",
+    )
     p.add_argument(
         "-a", "--algorithm", default="entropy2", help="entropy2, entropy, minmax, legacy"
     )
     p.add_argument(
-        "--rtol", type=float, default=1e-6, help="max relative scale difference (default 1e-6)"
+        "--rtol",
+        type=non_negative_float,
+        default=1e-6,
+        help="max relative scale difference (default 1e-6)",
     )
     p.add_argument("--trt-cache", default="trt.cache", help="where TensorRT's cache goes")
     p.add_argument("--calibkit-cache", default="calibkit.cache", help="where calibkit's goes")
-    p.add_argument("--batch-size", type=int, help="samples per batch")
-    p.add_argument("--max-samples", type=int, help="stop after this many samples")
+    p.add_argument("--batch-size", type=positive_int, help="samples per batch")
+    p.add_argument("--max-samples", type=positive_int, help="stop after this many samples")
     p.add_argument("--preprocess", help="image preprocessing preset (folder of images)")
     # input shapes come from the data: TensorRT calibrates at the first batch's shapes
     _add_trt_common(p)
@@ -91,16 +103,14 @@ def _cmd_trt_build(args) -> int:
     from ..trt.adapter import algorithm_of, build_engine, import_tensorrt, make_calibrator
 
     import_tensorrt()  # first, so that a missing TensorRT is the one error reported
+    check_outputs(args.output)
     shapes = _trt_shapes(args.shape)
     cache = read_cache(args.cache)
-    try:
-        if args.dynamic_ranges:
-            engine = build_engine(args.model, dynamic_ranges=cache, shapes=shapes, fp16=args.fp16)
-        else:
-            calibrator = make_calibrator(args.algorithm or algorithm_of(cache), cache=cache)
-            engine = build_engine(args.model, calibrator=calibrator, shapes=shapes, fp16=args.fp16)
-    except (ValueError, TypeError) as err:  # bad --algorithm, shapes or model: one line
-        raise CalibkitError(str(err)) from err
+    if args.dynamic_ranges:
+        engine = build_engine(args.model, dynamic_ranges=cache, shapes=shapes, fp16=args.fp16)
+    else:
+        calibrator = make_calibrator(args.algorithm or algorithm_of(cache), cache=cache)
+        engine = build_engine(args.model, calibrator=calibrator, shapes=shapes, fp16=args.fp16)
     write_atomic(args.output, engine)
     print(
         f"wrote {args.output} ({len(engine)} bytes, {len(cache.scales)} scales from {args.cache})"
@@ -113,20 +123,18 @@ def _cmd_trt_crosscheck(args) -> int:
     from ..trt.adapter import crosscheck, import_tensorrt
 
     import_tensorrt()
-    try:
-        result = crosscheck(
-            args.model,
-            args.data,
-            algorithm=args.algorithm,
-            batch_size=args.batch_size,
-            max_samples=args.max_samples,
-            preprocess=args.preprocess,
-            device=args.device,
-            trt_cache=args.trt_cache,
-            calibkit_cache=args.calibkit_cache,
-        )
-    except (ValueError, TypeError) as err:  # data that does not fit the model, bad algorithm
-        raise CalibkitError(str(err)) from err
+    check_outputs(args.trt_cache, args.calibkit_cache)
+    result = crosscheck(
+        args.model,
+        args.data,
+        algorithm=args.algorithm,
+        batch_size=args.batch_size,
+        max_samples=args.max_samples,
+        preprocess=args.preprocess,
+        device=args.device,
+        trt_cache=args.trt_cache,
+        calibkit_cache=args.calibkit_cache,
+    )
     print(
         f"a = TensorRT {sys.modules['tensorrt'].__version__} ({args.trt_cache}), "
         f"b = calibkit ({args.calibkit_cache}); {result.num_batches} identical batches"

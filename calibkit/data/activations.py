@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CalibkitError
+from ..inputs import load_npz
+from ..stats import STATS_FORMAT
 
 __all__ = ["RecordedActivationsError", "iter_recorded_batches"]
 
@@ -29,16 +31,10 @@ def iter_recorded_batches(path) -> Iterator[dict[str, np.ndarray]]:
         If the file is not an ``.npz`` of float arrays that agree on the number of batches.
     """
     path = Path(path)
-    try:
-        z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        msg = f"{path}: not a readable .npz file ({err})"
-        raise RecordedActivationsError(msg) from err
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        msg = f"{path}: expected an .npz archive (key = tensor name), got a single .npy array"
+    arrays = load_npz(path, "recorded activations (.npz, key = tensor name)")
+    if "format" in arrays and str(arrays["format"]) == STATS_FORMAT:
+        msg = f"{path} holds saved statistics, not activations: use 'calibkit select'"
         raise RecordedActivationsError(msg)
-    with z:
-        arrays = {name: z[name] for name in z.files}
     if not arrays:
         msg = f"{path}: holds no arrays"
         raise RecordedActivationsError(msg)
@@ -55,5 +51,9 @@ def iter_recorded_batches(path) -> Iterator[dict[str, np.ndarray]]:
         sizes = {name: arr.shape[0] for name, arr in arrays.items()}
         msg = f"{path}: tensors disagree on the number of batches (first axis): {sizes}"
         raise RecordedActivationsError(msg)
-    for b in range(counts.pop()):
+    num_batches = counts.pop()
+    if num_batches == 0:
+        msg = f"{path}: holds 0 calibration batches (first axis); expected at least one"
+        raise RecordedActivationsError(msg)
+    for b in range(num_batches):
         yield {name: arr[b] for name, arr in arrays.items()}

@@ -8,7 +8,9 @@ Sources follow the conventions of ModelOpt and Polygraphy:
 - a folder of images, with a stated preprocessing (:class:`ImagePreprocess`, presets
   :data:`PRESETS`);
 - a Python data-loader script ``loader.py[:function]`` (default function ``load_data``, as in
-  Polygraphy's ``--data-loader-script``) returning an iterable of ``{input name: array}`` batches;
+  Polygraphy's ``--data-loader-script``; its folder leads ``sys.path`` while it is imported,
+  as there) returning an iterable of ``{input name: array}`` batches;
+- Polygraphy's saved inputs (``polygraphy run --save-inputs X.json``, its ``--load-inputs``);
 - from Python, any iterable of ``{input name: array}`` batches.
 
 The first axis of every model input is its batch axis. An array whose rank is one less than the
@@ -20,16 +22,20 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import re
 import sys
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from .._optional import require
-from ..errors import CalibkitError
+from ..errors import CalibkitError, InputLimitError
+from ..inputs import NpzFormatError, load_npy, load_npz
 
 __all__ = [
     "IMAGE_SUFFIXES",
@@ -42,6 +48,7 @@ __all__ = [
     "check_batch",
     "open_data",
     "parse_shape",
+    "read_polygraphy_inputs",
 ]
 
 logger = logging.getLogger(__name__)
@@ -191,13 +198,44 @@ class ImagePreprocess:
         return replace(self, crop=crop, resize=resize, channels=channels, layout=layout)
 
     def __call__(self, path: Path, dtype: np.dtype) -> np.ndarray:
-        """Load one image file and return one sample (no batch axis) of `dtype`."""
+        """Load one image file and return one sample (no batch axis) of `dtype`.
+
+        Pixels are on the 0..255 scale the presets expect. A 16-bit image keeps its precision
+        (``x * 255 / 65535`` in float32, never clipped to 8 bits); a floating-point image has
+        no agreed pixel range and is refused.
+        """
         image_mod = require("PIL.Image", "Reading calibration images")
-        with image_mod.open(path) as img:
-            img = img.convert("L" if self.channels == "L" else "RGB")
-            img = _resize(img, self.resize, image_mod)
-            img = _center_crop(img, self.crop)
-            x = np.asarray(img, dtype=np.float32)
+        with warnings.catch_warnings():
+            # Pillow warns between 1x and 2x its pixel limit and raises above; both refuse
+            warnings.simplefilter("error", image_mod.DecompressionBombWarning)
+            try:
+                img_file = image_mod.open(path)
+            except (image_mod.DecompressionBombError, image_mod.DecompressionBombWarning) as err:
+                msg = f"{path}: {err} (raise PIL.Image.MAX_IMAGE_PIXELS to allow it)"
+                raise InputLimitError(msg) from err
+        with img_file as img:
+            if img.mode == "F" or img.mode.startswith("RGBF"):
+                msg = (
+                    f"{path}: a floating-point image (mode {img.mode}) has no 0..255 pixel range; "
+                    "convert it to 8- or 16-bit, or feed arrays (.npy) instead"
+                )
+                raise DataError(msg)
+            if img.mode.startswith("I"):  # 16/32-bit grey: resize in float, keep the range
+                img = img.convert("I").convert("F")
+                scale = 255.0 / 65535.0 if img.getextrema()[1] <= 65535 else None
+                if scale is None:
+                    msg = f"{path}: 32-bit pixel values above 65535; expected at most 16 bits"
+                    raise DataError(msg)
+                img = _resize(img, self.resize, image_mod)
+                img = _center_crop(img, self.crop)
+                x = np.asarray(img, dtype=np.float32) * np.float32(scale)
+                if self.channels != "L":
+                    x = np.repeat(x[:, :, None], 3, axis=2)
+            else:
+                img = img.convert("L" if self.channels == "L" else "RGB")
+                img = _resize(img, self.resize, image_mod)
+                img = _center_crop(img, self.crop)
+                x = np.asarray(img, dtype=np.float32)
         if x.ndim == 2:
             x = x[:, :, None]
         if self.channels == "BGR":
@@ -210,7 +248,7 @@ class ImagePreprocess:
         return np.ascontiguousarray(x, dtype=dtype)
 
 
-_IMAGENET = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+_IMAGENET: dict[str, Any] = {"mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
 #: Named preprocessings; fields given next to a preset override it.
 PRESETS: dict[str, ImagePreprocess] = {
     # torchvision ImageNet models: Resize(256), CenterCrop(224), ToTensor, Normalize
@@ -297,17 +335,17 @@ def _single_input(inputs: Sequence[InputSpec], what: str) -> InputSpec:
 
 def _read_array_file(path: Path, inputs: Sequence[InputSpec]) -> dict[str, np.ndarray]:
     """Read one .npy (single input, memory-mapped) or .npz (keyed by input name) file."""
-    if path.suffix == ".npy":
-        spec = _single_input(inputs, f"{path} (a .npy file)")
     try:
-        if path.suffix == ".npy":
-            arrays = {spec.name: np.load(path, mmap_mode="r")}
+        if path.suffix.lower() == ".npy":
+            spec = _single_input(inputs, f"{path} (a .npy file)")
+            arrays = {spec.name: load_npy(path, "calibration data (.npy)")}
         else:
-            with np.load(path) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as err:
-        msg = f"{path}: cannot read as {path.suffix}: {err}"
-        raise DataError(msg) from err
+            arrays = load_npz(path, "calibration data (.npz, key = input name)")
+    except NpzFormatError as err:  # the data's own error class, same message
+        raise DataError(str(err)) from err
+    if not arrays:
+        msg = f"{path}: holds no arrays; expected one per model input {[s.name for s in inputs]}"
+        raise DataError(msg)
     return _as_chunk(arrays, inputs, str(path))
 
 
@@ -315,7 +353,29 @@ def _count(chunk: Mapping[str, np.ndarray]) -> int:
     return next(iter(chunk.values())).shape[0] if chunk else 0
 
 
-def _load_script(spec: str) -> tuple[Callable[[], Iterable], str]:
+def _script_error(err: BaseException, path: Path, what: str) -> DataError:
+    """One line for an exception raised by a loader script: its own file, line and message.
+
+    The line is the deepest frame in the script itself, so the user sees where in *their*
+    code it failed, not calibkit's frames; if it was raised deeper (a module the script
+    imports), that place is named too.
+    """
+    import traceback
+
+    frames = traceback.extract_tb(err.__traceback__)
+    own = [f for f in frames if Path(f.filename).resolve() == path.resolve()]
+    where = f"{path}:{own[-1].lineno}" if own else str(path)
+    if frames and own and frames[-1] is not own[-1]:
+        raised = f" (raised at {frames[-1].filename}:{frames[-1].lineno})"
+    else:
+        raised = ""
+    if isinstance(err, SystemExit):
+        return DataError(f"{where}: the data-loader script called sys.exit({err.code!r}) {what}")
+    text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
+    return DataError(f"{where}: the data-loader script failed {what}: {text}{raised}")
+
+
+def _load_script(spec: str) -> tuple[Callable[[], Iterable], str, Path]:
     path_text, _, func_name = spec.partition(".py:")
     path_text = path_text + ".py" if func_name else path_text
     func_name = func_name or "load_data"
@@ -325,18 +385,27 @@ def _load_script(spec: str) -> tuple[Callable[[], Iterable], str]:
         raise FileNotFoundError(msg)
     mod_name = "calibkit_data_loader_" + re.sub(r"\W", "_", path.stem)
     module_spec = importlib.util.spec_from_file_location(mod_name, path)
+    if module_spec is None or module_spec.loader is None:  # not a file Python can import
+        msg = f"data-loader script {path}: cannot be imported as a Python module"
+        raise DataError(msg)
     module = importlib.util.module_from_spec(module_spec)
     sys.modules[mod_name] = module  # so pickling and dataclasses inside the script work
+    # As Polygraphy's import_from_script: the script's folder leads sys.path while it is
+    # imported, so it can import a module beside it; removed again afterwards.
+    folder = str(path.resolve().parent)
+    sys.path.insert(0, folder)
     try:
         module_spec.loader.exec_module(module)
-    except Exception as err:
-        msg = f"{path}: the data-loader script failed on import: {type(err).__name__}: {err}"
-        raise DataError(msg) from err
+    except (Exception, SystemExit) as err:  # the script's own failure, not ours
+        raise _script_error(err, path, "on import") from err
+    finally:
+        if folder in sys.path:
+            sys.path.remove(folder)
     func = getattr(module, func_name, None)
     if not callable(func):
         msg = f"{path}: no function {func_name!r} (give it as {path}:FUNCTION)"
         raise DataError(msg)
-    return func, f"{path}:{func_name}"
+    return func, f"{path}:{func_name}", path
 
 
 @dataclass
@@ -483,7 +552,7 @@ def _list_files(folder: Path) -> tuple[list[Path], list[Path]]:
 
 
 def open_data(
-    data: str | Path | Iterable[Mapping[str, np.ndarray]],
+    data: str | os.PathLike | Iterable[Mapping[str, np.ndarray]],
     inputs: Sequence[InputSpec],
     *,
     batch_size: int | None = None,
@@ -529,30 +598,41 @@ def open_data(
     ):
         msg = f"max_samples must be a positive int, got {max_samples!r}"
         raise DataError(msg)
-    is_dir = isinstance(data, (str, Path)) and Path(data).is_dir()
+    is_dir = isinstance(data, (str, os.PathLike)) and Path(data).is_dir()
     if preprocess is not None and not is_dir:
         msg = f"a preprocessing applies to a folder of images; {data} is not one"
         raise DataError(msg)
-    text = str(data) if isinstance(data, (str, Path)) else None
-    if text is None or text.endswith(".py") or ".py:" in text:
+    feeds: Iterable | Callable[[], Iterable] | None = None
+    if not isinstance(data, (str, os.PathLike)):  # an iterable of feed dicts
+        feeds, where, script = data, "iterable", None
+    else:
+        text = os.fspath(data)
+        path = Path(text)
+        if text.endswith(".py") or ".py:" in text:
+            feeds, where, script = _load_script(text)
+    if feeds is not None:
         if shuffle:
-            msg = (
-                f"{text or 'an iterable'}: shuffle works on files and arrays; shuffle in the loader"
-            )
+            msg = f"{where}: shuffle works on files and arrays; shuffle in the loader"
             raise DataError(msg)
-        data, where = (data, "iterable") if text is None else _load_script(text)
-        chunks = _loader_chunks(data, inputs, where)
+        chunks = _loader_chunks(feeds, inputs, where, script)
         return DataSource(where, inputs, chunks, None, fixed, max_samples)
-    path = Path(data)
     if not path.exists():
         msg = f"calibration data {path} not found"
         raise FileNotFoundError(msg)
+    if not is_dir and path.suffix.lower() == ".json":
+        feeds = read_polygraphy_inputs(path)
+        chunks = _loader_chunks(feeds, inputs, str(path), None)
+        where = f"{path} (Polygraphy inputs, {len(feeds)} iterations)"
+        return DataSource(where, inputs, chunks, None, fixed, max_samples)
     size = fixed or _DEFAULT_BATCH_SIZE
     order = np.random.default_rng(seed).permutation if shuffle else None
     note = ", shuffled" if shuffle else ""
     if not is_dir:
         if path.suffix.lower() not in _ARRAY_SUFFIXES:
-            msg = f"{path}: expected a .npy or .npz file, a folder, or a loader script.py"
+            msg = (
+                f"{path}: expected a .npy or .npz file, a folder, a loader script.py, or "
+                "Polygraphy's --save-inputs .json"
+            )
             raise DataError(msg)
         chunk = _read_array_file(path, inputs)
         n = _count(chunk)
@@ -616,6 +696,8 @@ def _image_chunks(files: list[Path], spec: InputSpec, prep: ImagePreprocess) -> 
             try:
                 sample = prep(f, spec.dtype)
             except (OSError, ValueError) as err:
+                if isinstance(err, CalibkitError):
+                    raise
                 msg = f"{f}: cannot preprocess: {err}"
                 raise DataError(msg) from err
             yield {spec.name: sample[None]}, str(f)
@@ -623,18 +705,95 @@ def _image_chunks(files: list[Path], spec: InputSpec, prep: ImagePreprocess) -> 
     return chunks
 
 
-def _loader_chunks(data, inputs: Sequence[InputSpec], where: str) -> _Chunks:
-    """Chunks from a script's function (called per pass) or a Python iterable."""
+def read_polygraphy_inputs(path: str | Path) -> list[dict[str, np.ndarray]]:
+    """Read the inputs ``polygraphy run --save-inputs X.json`` wrote (its ``--load-inputs``).
+
+    The file is a JSON list with one ``{input name: array}`` feed per iteration; each array is
+    ``{"array": base64 of an .npy file, "polygraphy_class": "ndarray"}`` (Polygraphy's JSON
+    encoding; arrays are read with ``allow_pickle=False``). Each feed is one batch.
+
+    Raises
+    ------
+    DataError
+        If the file is not that, naming the iteration and input.
+    """
+    import base64
+    import binascii
+    import io
+    import json
+
+    path = Path(path)
+    try:
+        obj = json.loads(path.read_bytes())
+    except (ValueError, RecursionError) as err:
+        msg = f"{path}: not valid JSON ({err})"
+        raise DataError(msg) from err
+    if not isinstance(obj, list):
+        msg = f"{path}: expected Polygraphy's saved inputs, a JSON list of {{input: array}} feeds"
+        raise DataError(msg)
+    feeds = []
+    for i, feed in enumerate(obj):
+        if not isinstance(feed, dict):
+            msg = f"{path}: iteration {i} is a {type(feed).__name__}, expected {{input: array}}"
+            raise DataError(msg)
+        arrays = {}
+        for name, value in feed.items():
+            where = f"{path}: iteration {i}, input {name!r}"
+            if not (
+                isinstance(value, dict)
+                and value.get("polygraphy_class") == "ndarray"
+                and isinstance(value.get("array"), str)
+            ):
+                msg = f"{where}: expected a Polygraphy ndarray {{'array': base64, ...}}"
+                raise DataError(msg)
+            try:
+                raw = base64.b64decode(value["array"].encode(), validate=True)
+                arr = np.load(io.BytesIO(raw), allow_pickle=False)
+            except (binascii.Error, ValueError, OSError, EOFError) as err:
+                msg = f"{where}: not a base64 .npy array ({err})"
+                raise DataError(msg) from err
+            if not isinstance(arr, np.ndarray):  # Polygraphy's older NPZ payload: one array
+                values = list(arr.values())
+                if len(values) != 1:
+                    msg = f"{where}: expected one array in the NPZ payload, got {len(values)}"
+                    raise DataError(msg)
+                arr = values[0]
+            arrays[name] = arr
+        feeds.append(arrays)
+    return feeds
+
+
+def _loader_chunks(data, inputs: Sequence[InputSpec], where: str, script: Path | None) -> _Chunks:
+    """Chunks from a script's function (called per pass) or a Python iterable.
+
+    An exception (or ``sys.exit``) from a script's function or its iterator is the script's
+    failure: it becomes one line naming the script's file and line.
+    """
     if isinstance(data, Iterator):
         logger.info("%s is an iterator: it can be iterated only once", where)
 
+    def guarded(step, what):
+        if script is None:
+            return step()
+        try:
+            return step()
+        except StopIteration:
+            raise
+        except (Exception, SystemExit) as err:
+            raise _script_error(err, script, what) from err
+
     def chunks():
-        result = data() if callable(data) else data
+        result = guarded(lambda: data() if callable(data) else data, "when called")
         if isinstance(result, Mapping) or not isinstance(result, Iterable):
             kind = type(result).__name__
             msg = f"{where}: expected an iterable of {{input name: array}} dicts, got {kind}"
             raise DataError(msg)
-        for i, item in enumerate(result):
+        items = guarded(lambda: iter(result), "when iterated")
+        for i in range(sys.maxsize):
+            try:
+                item = guarded(lambda: next(items), f"producing item {i}")
+            except StopIteration:
+                return
             if not isinstance(item, Mapping):
                 msg = f"{where}: item {i} is a {type(item).__name__}, expected a dict of arrays"
                 raise DataError(msg)
@@ -643,23 +802,62 @@ def _loader_chunks(data, inputs: Sequence[InputSpec], where: str) -> _Chunks:
     return chunks
 
 
+def _dims(text: str) -> tuple[int, ...] | None:
+    """``1x3x224x224`` or Polygraphy's ``[1,3,224,224]`` -> dims; None if neither."""
+    text = text.strip()
+    if text.startswith("[") and text.endswith("]"):
+        parts = text[1:-1].split(",")
+    else:
+        parts = text.lower().split("x")
+    try:
+        dims = tuple(int(d.strip()) for d in parts)
+    except ValueError:
+        return None
+    return dims if dims and min(dims) >= 1 else None
+
+
 def parse_shape(text: str) -> tuple[str, tuple[int, ...]]:
-    """Parse ``NAME=1x3x224x224`` (the last ``=`` splits; names may contain ``=``).
+    """Parse ``NAME=1x3x224x224``, or Polygraphy's ``NAME:[1,3,224,224]`` / ``NAME:1x3x224x224``.
+
+    Names may contain ``=`` and ``:``: the last separator whose right-hand side is a shape
+    splits.
 
     Examples
     --------
     >>> parse_shape("image=1x3x224x224")
     ('image', (1, 3, 224, 224))
+    >>> parse_shape("input:0:[1,3,224,224]")
+    ('input:0', (1, 3, 224, 224))
     """
-    name, sep, dims = text.rpartition("=")
-    try:
-        shape = tuple(int(d) for d in dims.lower().split("x"))
-    except ValueError:
-        shape = ()
-    if not sep or not name or not shape or min(shape) < 1:
-        msg = f"expected NAME=DxDx... with positive dimensions, got {text!r}"
+    candidates = []
+    for sep in ("=", ":"):
+        name, found, dims = text.rpartition(sep)
+        shape = _dims(dims) if found else None
+        if name and shape is not None:
+            candidates.append((len(name), name, shape))
+    if not candidates:
+        msg = (
+            f"expected NAME=DxDx..., NAME:DxDx... or NAME:[D,D,...] with positive dimensions, "
+            f"got {text!r}"
+        )
         raise DataError(msg)
+    _, name, shape = max(candidates)  # the separator nearest the end: names keep the others
     return name, shape
+
+
+def _partial_batch_hint(total: int, need: int, shape: Sequence[int]) -> str:
+    """Hint for the last batch falling short: the sample count is not a multiple of it."""
+    per_sample = need // shape[0] if shape and shape[0] else 0
+    if not per_sample or total % per_sample:
+        return ""
+    samples = total // per_sample
+    usable = samples // shape[0] * shape[0]
+    # TensorRT's calibrators stop at the first batch they cannot fill (getBatch returns false)
+    return (
+        f"; it is the last batch, partly filled ({samples} samples are not a multiple of "
+        f"{shape[0]}): pass --max-samples {usable} (or a --batch-size that divides {samples}) "
+        "so that every batch is full: TensorRT reads a whole calibration batch from every buffer"
+    )
 
 
 def at_calibration_shapes(
@@ -680,7 +878,12 @@ def at_calibration_shapes(
         If a batch lacks a listed input or holds fewer elements than its shape needs.
     """
     warned: set[str] = set()
-    for index, batch in enumerate(batches):
+    seen: dict[str, int] = {}  # values of each input so far, for the partial-batch hint
+    iterator = iter(batches)
+    upcoming = next(iterator, None)
+    index = -1
+    while upcoming is not None:
+        batch, upcoming, index = upcoming, next(iterator, None), index + 1
         out = dict(batch)
         for name, shape in shapes.items():
             if name not in out:
@@ -688,11 +891,14 @@ def at_calibration_shapes(
                 raise DataError(msg)
             x = np.ascontiguousarray(out[name]).reshape(-1)
             need = int(np.prod(shape))
+            seen[name] = seen.get(name, 0) + x.size
             if x.size < need:
                 msg = (
                     f"batch {index}: input {name!r} holds {x.size} values, fewer than its "
                     f"calibration shape {tuple(shape)} needs ({need})"
                 )
+                if upcoming is None:
+                    msg += _partial_batch_hint(seen[name], need, shape)
                 raise DataError(msg)
             if x.size > need and name not in warned:
                 warned.add(name)

@@ -10,8 +10,11 @@ them, without onnx or onnxruntime.
 
 Examples
 --------
->>> import calibkit as ck  # doctest: +SKIP
->>> result = ck.calibrate_onnx("model.onnx", "calib.npz", trt_version="10.16")  # doctest: +SKIP
+>>> import calibkit as ck
+>>> model, data = "examples/fashion_mnist/model.onnx", "examples/fashion_mnist/calib.npz"
+>>> result = ck.calibrate_onnx(model, data, trt_version="10.16")
+>>> result.cache.to_bytes().splitlines()[:2]  # the header and the input's scale
+[b'TRT-101600-EntropyCalibration2', b'image: 3c010a14']
 >>> result.write("model.cache")  # also writes model.stats.npz  # doctest: +SKIP
 >>> cache = ck.select_from_stats("model.stats.npz", "percentile:99.99")  # doctest: +SKIP
 """
@@ -23,7 +26,6 @@ import logging
 import math
 import os
 import re
-import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -36,6 +38,7 @@ from .. import __version__
 from .._optional import require
 from ..cache.format import CalibrationCache, hex_from_scale, parse_trt_version, write_cache
 from ..collect import HistogramCollector, MaxCollector
+from ..errors import InvalidInputError
 from ..histogram import Histogram, max_abs
 from ..pipeline import (
     DEFAULT_SHARE_SCALES,
@@ -44,6 +47,7 @@ from ..pipeline import (
     check_share_scales,
     select_scales,
 )
+from ..progress import progress_bar
 from ..rules.names import CacheNames, constant_values, trt_cache_names
 from ..rules.sharing import SharingResult
 from ..scale import scale_from_amax
@@ -134,7 +138,7 @@ class CalibrationResult:
         """
         if save_stats_file and not self.histograms:
             msg = "no histograms were collected (histograms=False): nothing to save as statistics"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         write_cache(cache_path, self.cache)
         if not save_stats_file:
             return None
@@ -223,7 +227,8 @@ def calibrate_onnx(
     tensors, max_tensors_per_run, optimization, num_threads
         Passed to :class:`calibkit.onnx.source.OnnxActivationSource`.
     progress : bool
-        Show a tqdm progress bar (samples/s) on stderr, when stderr is a terminal.
+        Show a progress bar (samples/s) on stderr, when stderr is a terminal
+        (:mod:`calibkit.progress`).
     share_scales : str
         TensorRT's scale-sharing rules for the target version (``"trt"``, the default), none
         (``"none"``) or explicit ones (``"P"``, ``"P,C"``); see docs/sharing.md.
@@ -267,8 +272,7 @@ def calibrate_onnx(
     check_cache_header(selector, trt_version, header_algorithm)  # now, not after an hour
     if names not in ("trt", "onnx"):
         msg = f"names must be 'trt' or 'onnx', got {names!r}"
-        raise ValueError(msg)
-    trt_names = names == "trt" and trt_version is not None
+        raise InvalidInputError(msg)
     model = OnnxModel.of(model)
     source = OnnxActivationSource(
         model,
@@ -298,10 +302,8 @@ def calibrate_onnx(
     else:
         collector = HistogramCollector(num_bins, nan_policy=nan_policy)
     collect_seconds = 0.0
-    tqdm = require("tqdm", "The calibration progress bar").tqdm
-    shown = None if progress else True  # None: tqdm shows the bar only on a terminal
     batches = data if not calibration_shapes else at_calibration_shapes(data, calibration_shapes)
-    with tqdm(total=data.num_samples, unit="sample", disable=shown, file=sys.stderr) as bar:
+    with progress_bar(data.num_samples, unit="sample", enabled=progress) as bar:
         feed = _Feed(batches, bar, data.description)
         runs = source.run(feed)
         for activations in _ahead(runs) if overlap else runs:
@@ -312,7 +314,8 @@ def calibrate_onnx(
             del activations  # the next batch is being computed: keep two alive, not three
     if not feed.num_samples:
         msg = f"{data.description}: no calibration samples"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
+    version = None if trt_version is None else parse_trt_version(trt_version)
     # what the selector reads per tensor: a histogram, or (max only) the running max |x|,
     # which MinMaxSelector.select takes as it is
     binned: dict = collector.amax_ if isinstance(collector, MaxCollector) else collector.histograms_
@@ -322,8 +325,8 @@ def calibrate_onnx(
         statistics[name] = stat.copy() if name in same and not max_only else stat
     graph = model.graph
     lines = None
-    if trt_names:
-        cache_names = trt_cache_names(model, trt_version=parse_trt_version(trt_version))
+    if names == "trt" and version is not None:
+        cache_names = trt_cache_names(model, trt_version=version)
         if tensors is not None:  # --tensors restricts TensorRT's lines as it does activations
             wanted = re.compile(tensors)
             kept = tuple(
@@ -367,7 +370,7 @@ def calibrate_onnx(
         source_sha256=_sha256(path) if path is not None else _sha256_bytes(model.proto),
         algorithm=selector.spec,
         num_bins=num_bins,
-        trt_version=trt_version,  # StatsSettings spells it major.minor.patch
+        trt_version=None if version is None else ".".join(map(str, version)),  # major.minor.patch
         share_scales=share_scales,
         nan_policy=nan_policy,
         data=data.description,
@@ -503,7 +506,9 @@ def format_amax_table(
         m = hist.max_abs if hist is not None else math.nan
         ratio = f"{value / m:.3f}" if m > 0 else "-"
         shown = f"{m:.6g}" if hist is not None else "-"
-        rows.append((name, shown, f"{value:.6g}", ratio, hex_from_scale(scale_from_amax(value))))
+        rows.append(
+            (name, shown, f"{value:.6g}", ratio, hex_from_scale(float(scale_from_amax(value))))
+        )
     return format_table(rows)
 
 
@@ -517,7 +522,7 @@ def format_input_table(ranges: Mapping[str, InputRange]) -> str:
 def format_summary(result: CalibrationResult) -> str:
     """One-paragraph account of a run: samples, speed, time split."""
     s, st = result.seconds, result.settings
-    n = st.num_samples
+    n = st.num_samples or 0  # None only in settings no calibration run made
     own = s["collect"] + s["select"]
     text = (
         f"{len(result.amax)} tensors, {n} samples in {st.num_batches} batches of "

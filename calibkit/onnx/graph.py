@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import CacheFormatError
+from ..errors import CacheFormatError, InvalidInputError
 
 if TYPE_CHECKING:
     import onnx
@@ -76,11 +76,11 @@ class Graph:
                         " it: nodes must be in topological order and every tensor must be a graph"
                         " input, an initializer or a node output"
                     )
-                    raise ValueError(msg)
+                    raise InvalidInputError(msg)
             for name in node.outputs:
                 if name and name in known - set(self.inputs) - set(self.initializers):
                     msg = f"node {index} ({node.label}) writes tensor {name!r} a second time"
-                    raise ValueError(msg)
+                    raise InvalidInputError(msg)
                 known.add(name)
 
     @property
@@ -170,16 +170,16 @@ class Graph:
                 raise CacheFormatError(msg)
             at = f"{where}: nodes[{index}]"
             name = str(raw.get("name", ""))
-            outputs = list(_list(raw, "outputs", at))
-            for k, out in enumerate(outputs):
+            node_outputs = list(_list(raw, "outputs", at))
+            for k, out in enumerate(node_outputs):
                 if rename_rewrites and out in written:
-                    renamed[out] = outputs[k] = f"{name}_output_{k}"
-                written.add(outputs[k])
+                    renamed[out] = node_outputs[k] = f"{name}_output_{k}"
+                written.add(node_outputs[k])
             nodes.append(
                 Node(
                     op_type=str(raw["op"]),
                     inputs=tuple(renamed.get(t, t) for t in _list(raw, "inputs", at)),
-                    outputs=tuple(outputs),
+                    outputs=tuple(node_outputs),
                     name=name,
                     attrs=dict(raw.get("attrs", {})),
                 )

@@ -29,7 +29,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._optional import require
-from ..errors import CalibkitError, ModelFormatError
+from ..errors import CalibkitError, InvalidInputError, ModelFormatError
+from ..inputs import check_regular_file
 from .graph import Graph, Node
 
 if TYPE_CHECKING:
@@ -86,8 +87,11 @@ class OnnxModel:
 
     Examples
     --------
-    >>> model = OnnxModel.load("model.onnx")  # doctest: +SKIP
-    >>> model.inputs, model.graph.tensors[:3], model.types["conv1"]  # doctest: +SKIP
+    >>> model = OnnxModel.load("examples/fashion_mnist/model.onnx")
+    >>> model.inputs
+    [InputSpec(name='image', dtype=dtype('float32'), shape=('batch', 1, 28, 28))]
+    >>> model.graph.tensors[:3], model.types["conv2d"]  # 1: onnx.TensorProto.FLOAT
+    (['image', 'conv2d', 'relu'], 1)
     """
 
     def __init__(
@@ -131,6 +135,7 @@ class OnnxModel:
         if path.is_dir():
             msg = f"ONNX model {path} is a directory, expected an .onnx file"
             raise IsADirectoryError(msg)
+        check_regular_file(path, "ONNX model")  # a FIFO would block the read, /dev/zero not end
         data = path.read_bytes()
         if not data:
             msg = f"{path}: cannot be read as an ONNX model: the file is empty"
@@ -156,7 +161,7 @@ class OnnxModel:
         if isinstance(model, OnnxModel):
             if base_dir is not None and Path(base_dir) != model.base_dir:
                 msg = f"{model.where}: base_dir is set when the model is loaded, not after"
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
             return model
         if isinstance(model, (str, os.PathLike)):
             return cls.load(model, base_dir=base_dir)

@@ -34,21 +34,22 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
 from .. import __version__
 from .._optional import require
-from ..errors import CacheFormatError
+from ..errors import CacheFormatError, InvalidInputError
 from ..rules.names import trt_internal_names
+from ..scale import FloatLike
 from .graph import Node
 from .model import OnnxModel
 
 if TYPE_CHECKING:
     import os
 
-    from onnx import ModelProto
+    from onnx import ModelProto, NodeProto, TensorProto
 
     from ..cache.format import CalibrationCache
     from ..pipeline import ScaleResult
@@ -67,12 +68,15 @@ __all__ = [
     "write_qdq",
 ]
 
+_S = TypeVar("_S", bound=FloatLike)
+
 logger = logging.getLogger(__name__)
 
-WEIGHTED_OP_TYPES = ("Conv", "ConvTranspose", "Gemm", "MatMul")
-POOL_OP_TYPES = ("MaxPool", "AveragePool", "GlobalAveragePool")
-DEFAULT_OP_TYPES = (*WEIGHTED_OP_TYPES, "Add", *POOL_OP_TYPES)
-SUPPORTED_OP_TYPES = (*DEFAULT_OP_TYPES, "Concat")
+# annotated: modules in an import cycle with this one read them before inference could
+WEIGHTED_OP_TYPES: tuple[str, ...] = ("Conv", "ConvTranspose", "Gemm", "MatMul")
+POOL_OP_TYPES: tuple[str, ...] = ("MaxPool", "AveragePool", "GlobalAveragePool")
+DEFAULT_OP_TYPES: tuple[str, ...] = (*WEIGHTED_OP_TYPES, "Add", *POOL_OP_TYPES)
+SUPPORTED_OP_TYPES: tuple[str, ...] = (*DEFAULT_OP_TYPES, "Concat")
 #: QuantizeLinear's ``axis`` attribute (per-channel) exists from opset 13.
 MIN_OPSET = 13
 #: Ops that only move data: output values equal input values, so TensorRT's scales are equal.
@@ -80,11 +84,9 @@ SHAPE_OP_TYPES = ("Reshape", "Flatten", "Squeeze", "Unsqueeze", "Identity", "Tra
 # Ops TensorRT fuses into the weighted op before an Add (bias add with a constant, folded BN).
 _FUSED_EPILOGUE = ("BatchNormalization",)
 #: Metadata keys written into the Q/DQ model.
-META_VERSION, META_HEADER, META_ALGORITHM = (
-    "calibkit_version",
-    "calibkit_source_header",
-    "calibkit_algorithm",
-)
+META_VERSION: str = "calibkit_version"
+META_HEADER: str = "calibkit_source_header"
+META_ALGORITHM: str = "calibkit_algorithm"
 _FLOAT = 1  # onnx.TensorProto.FLOAT
 
 
@@ -261,7 +263,7 @@ def weight_scales(weight: np.ndarray, axis: int | None) -> np.ndarray:
     return (np.asarray(amax, np.float32) / np.float32(127)).astype(np.float32)
 
 
-def _scale_problem(scale: float) -> str | None:
+def _scale_problem(scale: FloatLike) -> str | None:
     s = float(scale)
     if math.isnan(s):
         return "cache scale is NaN"
@@ -372,7 +374,7 @@ def _activation_requests(node: Node, g: _Placement) -> tuple[list[str], str | No
 
 
 def _missing_reason(
-    name: str, g: _Placement, scales: Mapping[str, float]
+    name: str, g: _Placement, scales: Mapping[str, FloatLike]
 ) -> tuple[str, str | None]:
     """Why `name` has no scale, and a tensor with the same data that has one (or None)."""
     node = g.producer.get(name)
@@ -422,7 +424,9 @@ class _Names:
         return name
 
 
-def _qdq_nodes(tensor: str, scale: np.ndarray, axis: int | None, names: _Names, tag: str):
+def _qdq_nodes(
+    tensor: str, scale: np.ndarray | np.float32, axis: int | None, names: _Names, tag: str
+) -> tuple[list[TensorProto], list[NodeProto], str]:
     """Return initializers, QuantizeLinear -> DequantizeLinear nodes, DQ output for a tensor."""
     from onnx import helper, numpy_helper
 
@@ -433,7 +437,8 @@ def _qdq_nodes(tensor: str, scale: np.ndarray, axis: int | None, names: _Names, 
         numpy_helper.from_array(scale, scale_name),
         numpy_helper.from_array(np.zeros(scale.shape, np.int8), zp_name),
     ]
-    attrs = {} if axis is None else {"axis": axis}
+    # Any: typed int, make_node's stub would take ``**attrs`` as filling its str parameters
+    attrs: dict[str, Any] = {} if axis is None else {"axis": axis}
     q_out, dq_out = (
         names(f"{tensor}_QuantizeLinear_Output"),
         names(f"{tensor}_DequantizeLinear_Output"),
@@ -462,7 +467,7 @@ def _compile_exclude(exclude_nodes: str | re.Pattern | None) -> re.Pattern | Non
         return re.compile(exclude_nodes)
     except re.error as err:
         msg = f"exclude_nodes {exclude_nodes!r} is not a valid regular expression: {err}"
-        raise ValueError(msg) from err
+        raise InvalidInputError(msg) from err
 
 
 def _check_op_types(op_types: Iterable[str]) -> tuple[str, ...]:
@@ -472,16 +477,16 @@ def _check_op_types(op_types: Iterable[str]) -> tuple[str, ...]:
     unknown = sorted(set(op_types) - set(SUPPORTED_OP_TYPES))
     if unknown:
         msg = f"unknown op types {unknown}; choose from {list(SUPPORTED_OP_TYPES)}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     if not op_types:
         msg = f"op_types is empty; choose from {list(SUPPORTED_OP_TYPES)}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     return op_types
 
 
 def to_qdq(
     model: str | os.PathLike | ModelProto | OnnxModel,
-    scales: Mapping[str, float],
+    scales: Mapping[str, FloatLike],
     *,
     exclude_nodes: str | re.Pattern | None = None,
     op_types: Iterable[str] = DEFAULT_OP_TYPES,
@@ -586,7 +591,9 @@ def to_qdq(
 
     # 2. Build one Q/DQ pair per activation tensor and per (weight, axis).
     names = _Names(model)
-    new_inits, head_nodes, after = [], [], {}
+    new_inits: list[TensorProto] = []
+    head_nodes: list[NodeProto] = []
+    after: dict[int, list[NodeProto]] = {}  # producer's index -> its Q/DQ nodes
     rewire: dict[tuple[int, int], str] = {}  # (node index, input index) -> new input name
     for tensor, uses in wanted.items():
         scale = np.float32(scales[report.inherited.get(tensor, tensor)])
@@ -612,7 +619,7 @@ def to_qdq(
         if key not in done:
             if not np.isfinite(w).all():
                 msg = f"weight '{wname}' of node '{_node_label(node)}' holds inf or NaN"
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
             s = weight_scales(w, axis)
             zero = int(np.count_nonzero(s == 0))
             if zero:
@@ -644,6 +651,13 @@ def to_qdq(
     for name in scales:
         if name not in report.activations:
             report.unused_scales[name] = _unused_reason(name, g, internal)
+    if scales and not any(n in g.producer or n in g.graph_inputs for n in scales):
+        # Not one name in common: the cache belongs to another model (or another export).
+        msg = (
+            f"{where}: none of the {len(scales)} scales names a tensor of this model (e.g. "
+            f"{next(iter(scales))!r}); is the cache for another model?"
+        )
+        raise CacheFormatError(msg)
     shift = _numeric_shift(g, scales)
     if shift is not None:
         report.warnings.append(shift)
@@ -663,7 +677,7 @@ def to_qdq(
     return model, report
 
 
-def _numeric_shift(g: _Placement, scales: Mapping[str, float]) -> str | None:
+def _numeric_shift(g: _Placement, scales: Mapping[str, FloatLike]) -> str | None:
     """Warn when numeric tensor names match the cache better after a constant shift.
 
     Old PyTorch exports name tensors by number; another export of the same network can number
@@ -686,7 +700,7 @@ def _numeric_shift(g: _Placement, scales: Mapping[str, float]) -> str | None:
     )
 
 
-def shift_numeric_names(scales: Mapping[str, float], offset: int) -> dict[str, float]:
+def shift_numeric_names(scales: Mapping[str, _S], offset: int) -> dict[str, _S]:
     """Return `scales` with every purely numeric name ``n`` renamed to ``n + offset``.
 
     For a cache written for another export of the same network whose tensor numbering is
@@ -725,7 +739,7 @@ def cache_header(cache: CalibrationCache) -> str:
 def write_qdq(
     path: str | os.PathLike,
     model: str | os.PathLike | ModelProto,
-    cache: CalibrationCache | Mapping[str, float] | ScaleResult,
+    cache: CalibrationCache | Mapping[str, FloatLike] | ScaleResult,
     *,
     report_path: str | os.PathLike | None = None,
     **options: Any,
@@ -741,21 +755,34 @@ def write_qdq(
     Examples
     --------
     >>> import calibkit as ck  # doctest: +SKIP
-    >>> report = ck.write_qdq("model.qdq.onnx", "model.onnx", ck.read_cache("model.cache"))
+    >>> cache = ck.read_cache("model.cache")  # doctest: +SKIP
+    >>> report = ck.write_qdq("model.qdq.onnx", "model.onnx", cache)  # doctest: +SKIP
     >>> result = ck.scales_from_stats("model.stats.npz", "percentile:99.99")  # doctest: +SKIP
     >>> report = ck.write_qdq("model.qdq.onnx", "model.onnx", result)  # doctest: +SKIP
     """
+    from ..cache.format import CalibrationCache
     from ..pipeline import ScaleResult
 
+    scales: Mapping[str, FloatLike]
     if isinstance(cache, ScaleResult):
         options.setdefault("source_header", f"scale pipeline {cache.selector.spec}")
         options.setdefault("algorithm", cache.header_algorithm)
-        cache = cache.scales()
-    scales = getattr(cache, "scales", cache)
-    if hasattr(cache, "scales"):
+        scales = cache.scales()
+    elif isinstance(cache, CalibrationCache):
         options.setdefault("source_header", cache_header(cache))
         options.setdefault("algorithm", cache.algorithm)
+        scales = cache.scales
+    else:
+        scales = cache
     qdq_model, report = to_qdq(model, scales, **options)
+    if not report.activations:
+        # Writing a "Q/DQ model" without one activation Q/DQ is never what was asked for.
+        msg = (
+            f"{model if not hasattr(model, 'graph') else '<model>'}: no activation quantized: "
+            f"{len(scales)} scales, but no quantizable op reads a tensor that has one (see "
+            f"op_types / exclude_nodes); {path} not written"
+        )
+        raise CacheFormatError(msg)
     save_model(Path(path), qdq_model)
     if report_path is not None:
         report.write(report_path)

@@ -10,19 +10,18 @@ quantizes weights itself), and pre-quantized int8 weights (DQ only) are dequanti
 from __future__ import annotations
 
 import logging
+import os
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._optional import require
 from ..cache.format import ALGORITHMS, CalibrationCache, parse_trt_version
-from ..errors import CacheFormatError
+from ..errors import CacheFormatError, InvalidInputError
 from .model import OnnxModel
 from .qdq import META_ALGORITHM, META_HEADER, META_VERSION
 
 if TYPE_CHECKING:
-    import os
-
     from onnx import ModelProto
 
 __all__ = ["from_qdq", "qdq_to_cache"]
@@ -39,8 +38,16 @@ def _qparams(node, constants: OnnxModel, where: str) -> tuple[np.ndarray, int | 
         msg = f"{where}: {node.op_type} '{label}' has no constant scale input"
         raise CacheFormatError(msg)
     scale = np.asarray(constants.constant(node.input[1]))
+    if scale.dtype == np.float16:
+        # ModelOpt's default (--high_precision_dtype fp16) stores float16 scales. Every float16
+        # is a float32 exactly, so the cache holds that same value: no rounding here. (The
+        # rounding happened when the exporter stored amax/127 as float16: up to 2**-11
+        # relative to a float32 calibration.)
+        scale = scale.astype(np.float32)
     if scale.dtype != np.float32:
-        msg = f"{where}: {node.op_type} '{label}' scale is {scale.dtype}, expected float32"
+        msg = (
+            f"{where}: {node.op_type} '{label}' scale is {scale.dtype}, expected float32 or float16"
+        )
         raise CacheFormatError(msg)
     if len(node.input) > 2 and node.input[2]:
         if not constants.is_constant(node.input[2]):
@@ -69,6 +76,7 @@ def from_qdq(
     ----------
     model : path, onnx.ModelProto or OnnxModel
         A model with QuantizeLinear -> DequantizeLinear pairs (per-tensor on activations).
+        Scales may be float32 or float16 (ModelOpt's default); float16 converts exactly.
 
     Returns
     -------
@@ -195,10 +203,10 @@ def qdq_to_cache(
     version = parse_trt_version(trt_version)
     if version[0] >= 11:
         msg = f"TensorRT {version[0]} reads no calibration cache; use the Q/DQ model directly"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     if algorithm is not None and algorithm not in ALGORITHMS:
         msg = f"unknown algorithm {algorithm!r}; choose one of {list(ALGORITHMS)}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     model = OnnxModel.of(model)
     if algorithm is None:
         recorded = {p.key: p.value for p in model.proto.metadata_props}.get(META_ALGORITHM)

@@ -37,7 +37,7 @@ import numpy as np
 
 from .._optional import require
 from ..data.sources import check_batch
-from ..errors import CalibkitError
+from ..errors import CalibkitError, InvalidInputError
 from .model import FLOAT_TYPES, OnnxModel
 
 if TYPE_CHECKING:
@@ -119,10 +119,10 @@ class OnnxActivationSource:
     ) -> None:
         if optimization not in OPTIMIZATION_LEVELS:
             msg = f"optimization must be one of {sorted(OPTIMIZATION_LEVELS)}, got {optimization!r}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if max_tensors_per_run is not None and max_tensors_per_run < 1:
             msg = f"max_tensors_per_run must be a positive int, got {max_tensors_per_run!r}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         self.data = data
         self.spinning = spinning
         self.inference_seconds = 0.0
@@ -142,11 +142,11 @@ class OnnxActivationSource:
                 pattern = re.compile(tensors)
             except re.error as err:
                 msg = f"bad --tensors regular expression {tensors!r}: {err}"
-                raise ValueError(msg) from err
+                raise InvalidInputError(msg) from err
             candidates = [name for name in candidates if pattern.search(name)]
             if not candidates:
                 msg = f"{where}: no float activation matches --tensors {tensors!r}"
-                raise ValueError(msg)
+                raise InvalidInputError(msg)
         input_names = {spec.name for spec in self.inputs}
         self._input_tensors = [n for n in candidates if n in input_names]
         outputs = [n for n in candidates if n not in input_names]
@@ -273,7 +273,7 @@ class OnnxActivationSource:
         """Run the data given at construction."""
         if self.data is None:
             msg = "no data: pass data= to OnnxActivationSource or call .run(batches)"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         return self.run(self.data)
 
 

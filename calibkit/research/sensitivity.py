@@ -16,10 +16,21 @@ Output error measures (:func:`output_error`), over all samples of one model outp
 
 Examples
 --------
->>> import calibkit as ck  # doctest: +SKIP
->>> amax = ck.scales_from_stats("m.stats.npz", "entropy2").amax  # as the cache  # doctest: +SKIP
->>> result = ck.sensitivity("m.onnx", amax, [{"image": x}])  # doctest: +SKIP
->>> print(result.format_table())  # doctest: +SKIP
+>>> import calibkit as ck
+>>> import numpy as np
+>>> stats = "tests/data/golden_stats/fashion.stats.npz"  # examples/fashion_mnist's histograms
+>>> amax = ck.scales_from_stats(stats, "entropy2").amax  # as the cache
+>>> x = np.load("examples/fashion_mnist/calib.npz")["image"][:64]  # use held-aside data
+>>> model = "examples/fashion_mnist/model.onnx"
+>>> result = ck.sensitivity(model, amax, [{"image": x}], algorithm="entropy2")
+>>> print(result.format_table(limit=3))
+rank           tensor   amax  rel. error    cosine  top-1 agree
+1              relu_1  2.238 ...
+2          max_pool2d  2.238 ...
+3              relu_5  35.24 ...
+-     (all quantised)    nan ...
+... 5 more tensors (see --json)
+output 'logits', 64 samples, entropy2; one tensor quantised at a time (activation Q/DQ), ...
 """
 
 from __future__ import annotations
@@ -35,9 +46,10 @@ import numpy as np
 
 from .._optional import require
 from ..atomic import write_atomic
-from ..errors import CalibkitError
+from ..errors import CalibkitError, InvalidInputError
 from ..onnx.model import OnnxModel
 from ..onnx.qdq import DEFAULT_OP_TYPES, to_qdq
+from ..progress import track
 from ..scale import scale_from_amax
 from ..text import format_table
 
@@ -123,7 +135,7 @@ def output_error(reference: np.ndarray, output: np.ndarray) -> dict[str, float]:
     q = np.asarray(output, np.float64).reshape(len(output), -1)
     if y.shape != q.shape:
         msg = f"output shapes differ: {np.shape(reference)} vs {np.shape(output)}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     norm = np.linalg.norm(y)
     rel = float(np.linalg.norm(q - y) / norm) if norm > 0 else float(np.linalg.norm(q - y))
     dots = np.einsum("ij,ij->i", y, q)
@@ -163,13 +175,13 @@ def run_model(
     name = output or names[0]
     if name not in names:
         msg = f"the model has no output {name!r}; outputs are {names}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     inputs = [i.name for i in session.get_inputs()]
     try:
         parts = [session.run([name], {k: b[k] for k in inputs})[0] for b in batches]
     except KeyError as err:
         msg = f"a batch lacks model input {err}; inputs are {inputs}"
-        raise ValueError(msg) from err
+        raise InvalidInputError(msg) from err
     return np.concatenate(parts)
 
 
@@ -183,6 +195,7 @@ def sensitivity(
     op_types: Iterable[str] = DEFAULT_OP_TYPES,
     quantize_weights: bool = False,
     num_threads: int | None = None,
+    progress: bool = False,
 ) -> SensitivityResult:
     """Quantise each activation alone and rank the tensors by the output error they cause.
 
@@ -204,6 +217,8 @@ def sensitivity(
         As for :func:`calibkit.onnx.qdq.to_qdq`; by default only the activation is quantised, so
         the ranking isolates activation error (``quantize_weights=True`` also quantises the
         weights of the ops reading that tensor).
+    progress : bool
+        Show a progress bar (tensors) on stderr when it is a terminal.
 
     Raises
     ------
@@ -213,7 +228,7 @@ def sensitivity(
     batches = list(batches)
     if not batches:
         msg = "no evaluation batches"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     loaded = OnnxModel.of(model)  # read once: every Q/DQ variant reuses its graph and types
     proto = loaded.with_weights()
     scales = {
@@ -222,6 +237,12 @@ def sensitivity(
         if math.isfinite(a) and a > 0  # 0 / inf scales stay float, as in to_qdq
     }
     op_types = tuple(op_types)
+    known = {o for n in proto.graph.node for o in n.output} | {i.name for i in proto.graph.input}
+    if not any(name in known for name in scales):  # before to_qdq, which names no file here
+        msg = (
+            f"{loaded.where}: none of the {len(amax)} amax values gets a Q/DQ pair (names differ?)"
+        )
+        raise CalibkitError(msg)
     full, report = to_qdq(loaded, scales, op_types=op_types, quantize_weights=quantize_weights)
     if not report.activations:
         msg = (
@@ -236,7 +257,9 @@ def sensitivity(
         return TensorSensitivity(tensor, float(amax.get(tensor, math.nan)), **err)
 
     rows = []
-    for tensor in report.activations:
+    for tensor in track(
+        list(report.activations), desc="sensitivity", unit="tensor", enabled=progress
+    ):
         one, _ = to_qdq(
             loaded, {tensor: scales[tensor]}, op_types=op_types, quantize_weights=quantize_weights
         )

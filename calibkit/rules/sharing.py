@@ -21,6 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
+from ..errors import InvalidInputError
 from ..onnx.graph import Graph
 
 __all__ = [
@@ -174,7 +175,7 @@ def _select(rules: str | Iterable[str], trt_version: tuple[int, ...] | None) -> 
     unknown = [r for r in chosen if r not in RULES]
     if unknown:
         msg = f"unknown sharing rule(s) {unknown}; choose 'trt', 'none' or a subset of {RULES}"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     return tuple(r for r in RULES if r in chosen)
 
 

@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import CalibkitError, MissingDependencyError, NotCollectedError
+from ..errors import CalibkitError, InvalidInputError, MissingDependencyError, NotCollectedError
 
 __all__ = [
     "CrossCheck",
@@ -80,6 +80,13 @@ class _Algorithm:
     native: bool  # TensorRT computes it itself (recording mode possible)
     quantile: float | None = None
     regression_cutoff: float | None = None
+
+    def legacy_parameters(self) -> tuple[float, float]:
+        """Return ``(quantile, regression_cutoff)`` of an IInt8LegacyCalibrator algorithm."""
+        if self.quantile is None or self.regression_cutoff is None:
+            msg = f"{self.spec!r} has no quantile and regression cutoff for a legacy calibrator"
+            raise TypeError(msg)
+        return self.quantile, self.regression_cutoff
 
 
 def _parse_algorithm(algorithm: Any) -> _Algorithm:
@@ -228,7 +235,7 @@ def _open_device(device: str) -> Any:
     if device != "auto":
         if device not in _DEVICES:
             msg = f"unknown device library {device!r}; choose 'auto' or one of {list(_DEVICES)}"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         try:
             return _DEVICES[device]()
         except ImportError as err:
@@ -264,7 +271,7 @@ class _DeviceBuffers:
                 f"batch {index} has inputs {sorted(batch)}, TensorRT asked for {list(names)}"
                 f" (missing {missing}, not network inputs {extra})"
             )
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         return [self._copy(name, batch[name], index) for name in names]
 
     def _copy(self, name: str, value: Any, index: int) -> int:
@@ -274,10 +281,10 @@ class _DeviceBuffers:
                 f"batch {index}, input {name!r}: dtype {array.dtype}; TensorRT takes float "
                 "calibration inputs as float32 only: convert with .astype(np.float32)"
             )
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if array.dtype.kind not in "fiub":
             msg = f"batch {index}, input {name!r}: dtype {array.dtype} is not a tensor type"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         array = np.ascontiguousarray(array)
         if name not in self._buffers:
             buf, ptr = self.device.alloc(max(array.nbytes, 1))
@@ -288,7 +295,7 @@ class _DeviceBuffers:
                 f"batch {index}, input {name!r}: shape {array.shape} {array.dtype}, but the first "
                 f"batch had {shape} {dtype}; TensorRT calibrates at one fixed shape"
             )
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         self.device.copy(buf, array)
         return ptr
 
@@ -318,12 +325,14 @@ def _served_bytes(cache: Any, algo: _Algorithm, version: tuple[int, int, int]) -
         msg = "the calibration cache has no tensors; TensorRT would recalibrate"
         raise CalibkitError(msg)
     if algo.word == LEGACY_ALGORITHM:
-        legacy = LegacyHeader(algo.regression_cutoff, algo.quantile)
-        header = {"version": None, "algorithm": algo.word, "legacy": legacy}
+        quantile, cutoff = algo.legacy_parameters()
+        written, legacy = None, LegacyHeader(cutoff, quantile)
     else:
-        header = {"version": version, "algorithm": algo.word, "legacy": None}
+        written, legacy = version, None
     # LF line endings, as TensorRT writes them (whether it reads CRLF is not known)
-    served = dataclasses.replace(cache, newline="\n", **header)
+    served = dataclasses.replace(
+        cache, newline="\n", version=written, algorithm=algo.word, legacy=legacy
+    )
     data = served.to_bytes()
     if (cache.version, cache.algorithm, cache.legacy) != (
         served.version,
@@ -412,17 +421,17 @@ def make_calibrator(
     if data is None:
         if cache is None:
             msg = "make_calibrator needs cache= (to serve) or data= (to record TensorRT's cache)"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         served, buffers = _served_bytes(cache, algo, version), None
     else:
         if not algo.native:
             msg = f"TensorRT has no {algo.spec!r} calibrator to record; use entropy2 or minmax"
-            raise ValueError(msg)
+            raise InvalidInputError(msg)
         if cache is not None and not isinstance(cache, (str, os.PathLike)):
             msg = f"when recording, cache= is the path to write TensorRT's cache to, got {cache!r}"
             raise TypeError(msg)
         served, buffers = None, _DeviceBuffers(_open_device(device))
-    base = getattr(trt, algo.base)
+    base: Any = getattr(trt, algo.base)  # TensorRT's calibrator class, chosen at run time
 
     class Calibrator(base):
         """calibkit's TensorRT calibrator (see :func:`calibkit.trt.adapter.make_calibrator`)."""
@@ -455,7 +464,7 @@ def make_calibrator(
 
         @_contained(None)
         def get_batch(self, names: list[str]) -> list[int] | None:
-            if buffers is None:
+            if buffers is None or self._batches is None:  # both None when serving
                 msg = (
                     "TensorRT rejected the served cache and asked for calibration data; "
                     "check the TensorRT log for the reason"
@@ -488,10 +497,10 @@ def make_calibrator(
         if algo.base == "IInt8LegacyCalibrator":
 
             def get_quantile(self) -> float:
-                return algo.quantile
+                return algo.legacy_parameters()[0]
 
             def get_regression_cutoff(self) -> float:
-                return algo.regression_cutoff
+                return algo.legacy_parameters()[1]
 
             def read_histogram_cache(self, length: int) -> None:
                 # The binding passes `length` to Python by value and casts the answer to a
@@ -524,7 +533,7 @@ class DynamicRangeReport:
 
 
 def _network_tensors(network: Any) -> dict[str, Any]:
-    tensors = {}
+    tensors: dict[str, Any] = {}
     for i in range(network.num_inputs):
         tensor = network.get_input(i)
         tensors.setdefault(tensor.name, tensor)
@@ -755,7 +764,7 @@ def crosscheck(
     algo = _parse_algorithm(algorithm)
     if not algo.native:
         msg = f"TensorRT has no {algo.spec!r} calibrator to compare with"
-        raise ValueError(msg)
+        raise InvalidInputError(msg)
     from ..cache.diff import diff_caches
     from ..cache.format import read_cache
     from ..data.sources import open_data
