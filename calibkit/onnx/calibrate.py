@@ -306,12 +306,16 @@ def calibrate_onnx(
     with progress_bar(data.num_samples, unit="sample", enabled=progress) as bar:
         feed = _Feed(batches, bar, data.description)
         runs = source.run(feed)
-        for activations in _ahead(runs) if overlap else runs:
-            t0 = time.perf_counter()
-            order.update(dict.fromkeys(activations))
-            collector.update({k: v for k, v in activations.items() if k not in same})
-            collect_seconds += time.perf_counter() - t0
-            del activations  # the next batch is being computed: keep two alive, not three
+        stream = _ahead(runs) if overlap else runs
+        try:
+            for activations in stream:
+                t0 = time.perf_counter()
+                order.update(dict.fromkeys(activations))
+                collector.update({k: v for k, v in activations.items() if k not in same})
+                collect_seconds += time.perf_counter() - t0
+                del activations  # the next batch is being computed: keep two alive, not three
+        finally:  # stop and join the inference thread now, not when the frame is collected
+            stream.close()
     if not feed.num_samples:
         msg = f"{data.description}: no calibration samples"
         raise InvalidInputError(msg)
