@@ -218,6 +218,23 @@ def test_onnx_names_follow_the_exporters_scopes(net, tmp_path):
     renamed = load_stats(c.save(tmp_path / "onnx.npz", names=names.mapping))
     assert set(renamed.histograms) == set(names.mapping.values())
     assert renamed.histograms["y"] == c.histograms_["fc"]
+    # the renamed statistics give a Q/DQ model of the exported graph
+    qdq = tmp_path / "q.onnx"
+    cmd = [
+        sys.executable,
+        "-m",
+        "calibkit",
+        "qdq",
+        str(path),
+        "--stats",
+        str(tmp_path / "onnx.npz"),
+    ]
+    cmd += ["--algorithm", "entropy2", "-o", str(qdq)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    q = onnx.load(str(qdq))
+    quantized = {n.input[0] for n in q.graph.node if n.op_type == "QuantizeLinear"}
+    assert "x" in quantized
 
 
 @_EXPORT_WARNINGS
