@@ -13,6 +13,7 @@ The kernels are CUDA C++ compiled at first use by CuPy (NVRTC); docs/torch.md sa
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +34,7 @@ _SOURCE = Path(__file__).with_name("_kernel.cu")
 
 
 class _Kernels:
-    """The three compiled kernels of one device (CuPy caches the binary on disk)."""
+    """The three compiled kernels (CuPy loads them on each device at its first launch there)."""
 
     def __init__(self) -> None:
         try:
@@ -55,6 +56,12 @@ class _Kernels:
         if ptr not in self.streams:
             self.streams[ptr] = self.cupy.cuda.ExternalStream(ptr)
         return self.streams[ptr]
+
+
+@functools.cache
+def _kernels() -> _Kernels:
+    """Compile once per process (NVRTC; CuPy also caches the binary on disk)."""
+    return _Kernels()
 
 
 def _ptr(t: torch.Tensor) -> np.uint64:
@@ -98,7 +105,7 @@ class CudaHistograms:
         self.num_bins = num_bins
         self.nan_policy = nan_policy
         self.flush_bytes = int(flush_bytes)
-        self._k = _Kernels()
+        self._k = _kernels()
         self._sms = torch.cuda.get_device_properties(self.device).multi_processor_count
         self._slots: dict[str, int] = {}
         self._pending: list[tuple[int, torch.Tensor]] = []
