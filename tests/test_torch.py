@@ -174,8 +174,9 @@ def test_saved_statistics_feed_select(net, tmp_path):
     path = c.save(tmp_path / "stats.npz")
     stats = load_stats(path)
     assert stats.histograms == c.histograms_
-    assert stats.settings["source"] == "torch"
-    assert stats.settings["num_batches"] == 3
+    assert stats.settings.source_kind == "torch"
+    assert stats.settings.source == "Net"
+    assert stats.settings.num_batches == 3
     cache = tmp_path / "model.cache"
     cmd = [sys.executable, "-m", "calibkit", "select", str(path), "-a", "entropy2"]
     cmd += ["--trt-version", "10.3", "-o", str(cache)]

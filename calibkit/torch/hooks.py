@@ -18,7 +18,7 @@ import torch
 
 from ..errors import NonFiniteError
 from ..histogram import NAN_POLICIES, Histogram, _check_num_bins
-from ..stats import Stats, save_stats
+from ..stats import Stats, StatsSettings, save_stats
 
 __all__ = ["BACKENDS", "TorchCollector", "collect"]
 
@@ -247,16 +247,15 @@ class TorchCollector:
     # -- results ---------------------------------------------------------------------------
 
     @property
-    def settings(self) -> dict:
+    def settings(self) -> StatsSettings:
         """What the statistics file records about this collection."""
-        return {
-            "source": "torch",
-            "model": type(self.model).__qualname__,
-            "num_bins": self.num_bins,
-            "num_batches": self.n_batches_,
-            "nan_policy": self.nan_policy,
-            "torch_version": torch.__version__,
-        }
+        return StatsSettings(
+            source_kind="torch",
+            source=type(self.model).__qualname__,
+            num_bins=self.num_bins,
+            num_batches=self.n_batches_,
+            nan_policy=self.nan_policy,
+        )
 
     def stats(self, names: Mapping[str, str] | None = None) -> Stats:
         """Return the statistics as :class:`calibkit.stats.Stats`, optionally renamed.
