@@ -221,6 +221,42 @@ def overhead(reps: int = 10) -> list[dict]:
     return rows
 
 
+def markdown(result: dict) -> str:
+    """The tables of docs/performance.md's GPU section."""
+    bw = result["bandwidth"]
+    out = [
+        f"Device: {result['device']}, torch {result['torch']}. Copy {bw['copy_GBps']:.0f} GB/s "
+        f"(read + written), read {bw['read_GBps']:.0f} GB/s.",
+        "",
+        "| dtype | MiB | calibkit kernels ms | GB/s | x copy | calibkit call ms | x copy "
+        "| torch ops ms | torch.histc ms |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["histograms"]:
+        out.append(
+            f"| {r['dtype']} | {r['MiB']} | {r['calibkit_kernels_ms']:.3f} | "
+            f"{r['kernels_GBps']:.0f} | {r['kernels_vs_copy']:.2f} | {r['calibkit_ms']:.3f} | "
+            f"{r['call_vs_copy']:.2f} | {r['torch_ops_ms']:.3f} | {r['histc_ms']:.3f} |"
+        )
+    st = result["small_tensors"]
+    out += [
+        "",
+        f"1000 tensors of 64 KiB per batch: {st['grouped_ms']:.2f} ms grouped, "
+        f"{st['per_tensor_ms']:.2f} ms with a group per tensor.",
+        "",
+        "| model | dtype | tensors | forward ms | calibkit ms | overhead | histc-based ms "
+        "| overhead |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["overhead"]:
+        out.append(
+            f"| {r['model']} | {r['dtype']} | {r['tensors']} | {r['forward_ms']:.2f} | "
+            f"{r['calibkit_ms']:.2f} | {100 * r['calibkit_overhead']:.1f} % | "
+            f"{r['histc_ms']:.2f} | {100 * r['histc_overhead']:.0f} % |"
+        )
+    return "\n".join(out)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the tables here")
@@ -235,6 +271,7 @@ def main() -> None:
     result["small_tensors"] = small_tensors()
     print(result["small_tensors"], flush=True)
     result["overhead"] = overhead()
+    print(markdown(result))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(result, f, indent=1)
