@@ -261,6 +261,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", help="write the tables here")
     parser.add_argument("--sizes", default="16,64,256,1024", help="histogram sizes in MiB")
+    parser.add_argument("--no-models", action="store_true", help="skip the model overheads")
     args = parser.parse_args()
     props = torch.cuda.get_device_properties(0)
     result = {"device": props.name, "torch": torch.__version__}
@@ -270,7 +271,7 @@ def main() -> None:
     result["histograms"] = histograms(sizes, result["bandwidth"]["copy_GBps"])
     result["small_tensors"] = small_tensors()
     print(result["small_tensors"], flush=True)
-    result["overhead"] = overhead()
+    result["overhead"] = [] if args.no_models else overhead()
     print(markdown(result))
     if args.json:
         with open(args.json, "w") as f:
