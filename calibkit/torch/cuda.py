@@ -121,20 +121,26 @@ class CudaHistograms:
 
     def _alloc(self, capacity: int) -> None:
         """Grow the per-slot device arrays to `capacity` slots (stream-ordered copies)."""
-
-        def grow(old, shape, dtype):
+        old = self._capacity
+        arrays = {}
+        for name, shape, dtype in (
+            ("counts", (capacity, self.num_bins), torch.int64),
+            ("upper", (capacity,), torch.float64),
+            ("max_abs", (capacity,), torch.float64),
+            ("num_inf", (capacity,), torch.int64),
+            ("num_nan", (capacity,), torch.int64),
+            ("rejected", (capacity,), torch.int64),
+        ):
             new = torch.zeros(shape, dtype=dtype, device=self.device)
-            if old is not None:
-                new[: old.shape[0]] = old
-            return new
-
-        first = self._capacity == 0
-        self.counts = grow(None if first else self.counts, (capacity, self.num_bins), torch.int64)
-        self.upper = grow(None if first else self.upper, (capacity,), torch.float64)
-        self.max_abs = grow(None if first else self.max_abs, (capacity,), torch.float64)
-        self.num_inf = grow(None if first else self.num_inf, (capacity,), torch.int64)
-        self.num_nan = grow(None if first else self.num_nan, (capacity,), torch.int64)
-        self.rejected = grow(None if first else self.rejected, (capacity,), torch.int64)
+            if old:
+                new[:old] = getattr(self, name)
+            arrays[name] = new
+        self.counts: torch.Tensor = arrays["counts"]
+        self.upper: torch.Tensor = arrays["upper"]
+        self.max_abs: torch.Tensor = arrays["max_abs"]
+        self.num_inf: torch.Tensor = arrays["num_inf"]
+        self.num_nan: torch.Tensor = arrays["num_nan"]
+        self.rejected: torch.Tensor = arrays["rejected"]
         self._capacity = capacity
 
     def _slot(self, name: str) -> int:
@@ -186,12 +192,12 @@ class CudaHistograms:
         table = torch.empty((g, 5), dtype=torch.int64, pin_memory=True)
         rows = table.numpy()
         first = 0
-        for k, (slot, x) in enumerate(pending):
+        for row, (slot, x) in enumerate(pending):
             n = x.numel()
             nbytes = n * x.element_size()
             blocks = min(max(1, nbytes // _MIN_BLOCK_BYTES), 2 * self._sms)
             blocks = max(blocks, -(-n // _MAX_BLOCK_ELEMENTS))
-            rows[k] = (x.data_ptr(), n, _DTYPES[x.dtype], slot, first)
+            rows[row] = (x.data_ptr(), n, _DTYPES[x.dtype], slot, first)
             first += blocks
         stream = torch.cuda.current_stream(self.device)
         table = table.to(self.device, non_blocking=True)

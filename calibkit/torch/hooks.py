@@ -13,12 +13,16 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..errors import NonFiniteError
 from ..histogram import NAN_POLICIES, Histogram, _check_num_bins
 from ..stats import Stats, StatsSettings, save_stats
+
+if TYPE_CHECKING:
+    from .cuda import CudaHistograms
 
 __all__ = ["BACKENDS", "TorchCollector", "collect"]
 
@@ -144,7 +148,7 @@ class TorchCollector:
             msg = f"no module of the model matches modules={self.modules!r}, types={self.types!r}"
             raise ValueError(msg)
         self._cpu: dict[str, Histogram] = {}
-        self._cuda: dict[torch.device, object] = {}
+        self._cuda: dict[torch.device, CudaHistograms] = {}
         self._device_of: dict[str, str] = {}
         self._calls: dict[str, int] = {}
         self._depth = 0

@@ -143,8 +143,8 @@ def onnx_names(model, origins: Mapping[str, tuple[str, int, str]]) -> OnnxNames:
             continue
         groups = group_cache.get(path)
         if groups is None:
-            prefix = path + "."
-            members = [i for i, m in enumerate(modules) if m == path or m.startswith(prefix)]
+            prefix = path + "."  # the module and the modules inside it
+            members = [i for i, m in enumerate(modules) if f"{m}.".startswith(prefix)]
             groups = group_cache[path] = _groups(nodes, members)
         if len(groups) != calls[path]:
             result.unmapped[name] = (
