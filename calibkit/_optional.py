@@ -17,6 +17,7 @@ _EXTRA = {
     "PIL": "onnx",
     "matplotlib": "plot",
     "flatbuffers": "convert",
+    "torch": "torch",
 }
 
 

@@ -79,9 +79,10 @@ class StatsSettings:
 
     Attributes
     ----------
-    source_kind : {"onnx", "activations"} or None
-        What was calibrated: an ONNX model run by onnxruntime, recorded activations, or (None)
-        histograms saved from the library.
+    source_kind : {"onnx", "activations", "torch"} or None
+        What was calibrated: an ONNX model run by onnxruntime, recorded activations, a PyTorch
+        model (``calibkit.torch``; `source` is its class name), or (None) histograms saved from
+        the library.
     source, source_sha256 : str or None
         The model or activations file and (ONNX path) the model's sha256.
     algorithm : str or None
