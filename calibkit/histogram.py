@@ -357,7 +357,8 @@ class Histogram:
             and bool(np.array_equal(self.counts, other.counts))
         )
 
-    __hash__ = None  # mutable
+    # mutable, so deliberately unhashable (as list and dict); mypy wants a callable here
+    __hash__ = None  # type: ignore[assignment]
 
     def __repr__(self) -> str:
         return (

@@ -28,7 +28,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -398,8 +398,10 @@ def calibrate_onnx(
         "select": select_seconds,
         "total": time.perf_counter() - start,
     }
-    kept = {} if max_only else statistics
-    return CalibrationResult(kept, selection.amax, cache, settings, feed.ranges, seconds, selection)
+    saved: dict[str, Histogram] = {} if max_only else statistics
+    return CalibrationResult(
+        saved, selection.amax, cache, settings, feed.ranges, seconds, selection
+    )
 
 
 #: Operators whose first output holds exactly the values of their first input, rearranged: in
@@ -423,7 +425,7 @@ def _same_values(graph, names: Sequence[str]) -> dict[str, str]:
     return first
 
 
-def _ahead(items: Iterator):
+def _ahead(items: Iterator) -> Generator:
     """Yield from `items`, computing the next item in a thread while the caller uses this one.
 
     onnxruntime and the histogram kernels release the GIL, so inference and binning overlap.

@@ -29,7 +29,7 @@ import re
 import tempfile
 import time
 import weakref
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Generator, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -152,7 +152,7 @@ class OnnxActivationSource:
         outputs = [n for n in candidates if n not in input_names]
         size = max_tensors_per_run or max(len(outputs), 1)
         groups = [outputs[i : i + size] for i in range(0, len(outputs), size)]
-        self._tmp = None
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
         self._runs = [
             self._session(proto, group, elem_types, base, optimization, num_threads, len(groups))
             for group in groups
@@ -231,7 +231,9 @@ class OnnxActivationSource:
         onnx.save_model(model, str(path), save_as_external_data=True, location=path.stem + ".data")
         return str(path)
 
-    def run(self, batches: Iterable[Mapping[str, np.ndarray]]) -> Iterator[dict[str, np.ndarray]]:
+    def run(
+        self, batches: Iterable[Mapping[str, np.ndarray]]
+    ) -> Generator[dict[str, np.ndarray], None, None]:
         """Yield the activations of each input batch (one dict per onnxruntime run).
 
         Raises
@@ -306,9 +308,8 @@ def _run_with_bfloat16(session, fetch: list[str], feeds: Mapping[str, np.ndarray
         size = int(np.prod(shape))
         bits = np.zeros(size, np.uint16)
         if size:  # copy out: the OrtValue's memory goes with it
-            bits[:] = np.frombuffer(
-                (ctypes.c_uint16 * size).from_address(value.data_ptr()), np.uint16
-            )
+            buffer = memoryview((ctypes.c_uint16 * size).from_address(value.data_ptr()))
+            bits[:] = np.frombuffer(buffer, np.uint16)
         out.append(bits.reshape(shape).view(ml_dtypes.bfloat16))
     return out
 
