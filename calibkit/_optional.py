@@ -40,5 +40,6 @@ def require(module: str, purpose: str) -> ModuleType:
         return importlib.import_module(module)
     except ImportError as err:
         extra = _EXTRA.get(module, _EXTRA.get(module.split(".")[0], "dev"))
-        msg = f"{purpose} needs '{module}': pip install 'calibkit[{extra}]'"
+        # calibkit is on no package index: the extra installs from the checkout
+        msg = f"{purpose} needs '{module}': pip install -e '.[{extra}]' in the calibkit checkout"
         raise MissingDependencyError(msg) from err

@@ -1,4 +1,4 @@
-"""TensorRT-style calibration statistics from PyTorch models (``pip install 'calibkit[torch]'``).
+"""TensorRT-style calibration statistics from PyTorch models (``pip install -e '.[torch]'``).
 
 ``calibkit`` itself never imports torch; importing this subpackage does.
 

@@ -24,13 +24,26 @@ __device__ __forceinline__ double f16_to_double(unsigned short h) {
     return (double)f;
 }
 
+// float32 bits -> double, exactly, built from the fields: the hardware conversion flushed
+// float32 subnormals to zero on an H100 (CuPy/NVRTC build), which the CPU kernels count
+__device__ __forceinline__ double f32bits_to_double(unsigned u) {
+    const unsigned e = (u >> 23) & 0xffu, f = u & 0x7fffffu;
+    const u64 sign = (u64)(u >> 31) << 63;
+    if (e == 0) {  // zero or subnormal: f * 2**-149, exact in double (f < 2**23)
+        const double v = (double)f * 0x1p-149;
+        return sign ? -v : v;
+    }
+    const u64 exp = (e == 0xffu) ? 0x7ffull : (u64)(e - 127u + 1023u);  // inf/NaN keep theirs
+    return __longlong_as_double((long long)(sign | (exp << 52) | ((u64)f << 29)));
+}
+
 __device__ __forceinline__ double bf16_to_double(unsigned short h) {
-    return (double)__uint_as_float(((unsigned)h) << 16);
+    return f32bits_to_double(((unsigned)h) << 16);
 }
 
 template <int DT>
 __device__ __forceinline__ double load_one(const char* p, i64 i) {
-    if (DT == DT_F32) return (double)((const float*)p)[i];
+    if (DT == DT_F32) return f32bits_to_double(((const unsigned*)p)[i]);
     if (DT == DT_F16) return f16_to_double(((const unsigned short*)p)[i]);
     if (DT == DT_BF16) return bf16_to_double(((const unsigned short*)p)[i]);
     return ((const double*)p)[i];
@@ -44,10 +57,10 @@ struct Width {
 template <int DT, typename Op>
 __device__ __forceinline__ void apply_vec(uint4 v, Op& op) {
     if (DT == DT_F32) {
-        op((double)__uint_as_float(v.x));
-        op((double)__uint_as_float(v.y));
-        op((double)__uint_as_float(v.z));
-        op((double)__uint_as_float(v.w));
+        op(f32bits_to_double(v.x));
+        op(f32bits_to_double(v.y));
+        op(f32bits_to_double(v.z));
+        op(f32bits_to_double(v.w));
     } else if (DT == DT_F64) {
         op(__hiloint2double((int)v.y, (int)v.x));
         op(__hiloint2double((int)v.w, (int)v.z));

@@ -14,6 +14,7 @@ The kernels are CUDA C++ compiled at first use by CuPy (NVRTC); docs/torch.md sa
 from __future__ import annotations
 
 import functools
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +55,11 @@ class _Kernels:
 
     def stream(self, ptr: int):
         if ptr not in self.streams:
-            self.streams[ptr] = self.cupy.cuda.ExternalStream(ptr)
+            # CuPy 14 deprecates ExternalStream for Stream.from_external, which CuPy 12-13 lack;
+            # both wrap the same raw stream handle torch gives us
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                self.streams[ptr] = self.cupy.cuda.ExternalStream(ptr)
         return self.streams[ptr]
 
 
@@ -102,6 +107,9 @@ class CudaHistograms:
             msg = f"nan_policy must be one of {NAN_POLICIES}, got {nan_policy!r}"
             raise ValueError(msg)
         self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # "cuda": the current one
+            # tensors report their index ("cuda:0"), and torch.device("cuda") != "cuda:0"
+            self.device = torch.device("cuda", torch.cuda.current_device())
         self.num_bins = num_bins
         self.nan_policy = nan_policy
         self.flush_bytes = int(flush_bytes)
