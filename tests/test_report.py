@@ -122,6 +122,6 @@ def test_without_matplotlib_nothing_is_written(histograms, tmp_path, monkeypatch
     import sys
 
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
-    with pytest.raises(ck.MissingDependencyError, match=r"calibkit\[plot\]"):
+    with pytest.raises(ck.MissingDependencyError, match=r"pip install -e '\.\[plot\]'"):
         write_report(histograms, tmp_path / "report")
     assert not (tmp_path / "report").exists()
