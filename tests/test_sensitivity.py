@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -73,6 +74,9 @@ def test_one_tensor_at_a_time_matches_numpy(tmp_path, rng):
     assert result.num_samples == 40 and result.output == "y"
     text = result.format_table()
     assert ALL_TENSORS in text and "one tensor quantised at a time" in text
+    assert "output 'y', 40 samples, test; one tensor" in text
+    unnamed = dataclasses.replace(result, algorithm="").format_table()  # amax given directly
+    assert "output 'y', 40 samples; one tensor" in unnamed
     result.write_json(tmp_path / "s.json")
     data = json.loads((tmp_path / "s.json").read_text())
     assert [t["name"] for t in data["tensors"]] == [r.name for r in result.rows]

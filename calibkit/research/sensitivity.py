@@ -120,8 +120,9 @@ class SensitivityResult:
         text = format_table(rows)
         if limit is not None and len(self.rows) > limit:
             text += f"\n... {len(self.rows) - limit} more tensors (see --json)"
+        scales = f", {self.algorithm}" if self.algorithm else ""  # empty: amax given directly
         return text + (
-            f"\noutput {self.output!r}, {self.num_samples} samples, {self.algorithm}; one tensor "
+            f"\noutput {self.output!r}, {self.num_samples} samples{scales}; one tensor "
             "quantised at a time (activation Q/DQ), every other tensor float"
         )
 
