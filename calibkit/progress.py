@@ -9,7 +9,7 @@ a reason to fail.
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sized
 from typing import Any, TypeVar
 
 __all__ = ["ProgressBar", "progress_bar", "track"]
@@ -82,8 +82,8 @@ def track(
     enabled: bool = True,
 ) -> Iterator[T]:
     """Yield `items`, advancing a :func:`progress_bar` by one per item."""
-    if total is None and hasattr(items, "__len__"):
-        total = len(items)  # type: ignore[arg-type]
+    if total is None and isinstance(items, Sized):  # a list or dict: its length is the total
+        total = len(items)
     with progress_bar(total, desc=desc, unit=unit, enabled=enabled) as bar:
         for item in items:
             yield item
