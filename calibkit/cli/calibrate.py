@@ -27,6 +27,15 @@ _ALGORITHM_HELP = (
 )
 
 
+#: ``--data`` and the spellings Polygraphy users type for the same thing: one option, one dest.
+DATA_FLAGS = ("--data", "--data-loader-script", "--load-inputs")
+
+
+def add_data_option(p, help: str, **kwargs) -> None:
+    """Add ``--data`` (Polygraphy's spellings too) to a command that reads model inputs."""
+    p.add_argument(*DATA_FLAGS, dest="data", help=help, **kwargs)
+
+
 def add_share_option(p, what: str = "") -> None:
     """``--share-scales``, with its one default, for every command that makes scales."""
     p.add_argument(
@@ -188,11 +197,8 @@ def _add_calibrate_onnx(sub) -> None:
         return
     p = _CALIBRATE_EXTENSIONS[-1]  # the parser the core section made in this build_parser call
     g = p.add_argument_group("ONNX model (SOURCE = MODEL.onnx, run on the CPU by onnxruntime)")
-    g.add_argument(
-        "--data",
-        "--data-loader-script",
-        "--load-inputs",
-        dest="data",
+    add_data_option(
+        g,
         metavar="DATA",
         help=(
             "calibration inputs: X.npy (one input, first axis = samples), X.npz (keyed by input "

@@ -9,7 +9,7 @@ from ..atomic import atomic_outputs, check_output_dir, check_outputs
 from ..errors import CalibkitError
 from ._warnings import with_warnings_shown
 from .argtypes import non_negative_int, positive_float, positive_int, positive_int_list, regex
-from .calibrate import add_share_option
+from .calibrate import add_data_option, add_share_option
 
 logger = logging.getLogger(__name__)
 
@@ -73,13 +73,7 @@ def _add_research(sub) -> None:
         ),
     )
     p.add_argument("source", metavar="SOURCE", help="MODEL.onnx or activations .npz")
-    p.add_argument(
-        "--data",
-        "--data-loader-script",
-        "--load-inputs",
-        dest="data",
-        help="model inputs (as for calibkit calibrate MODEL.onnx --data)",
-    )
+    add_data_option(p, help="model inputs (as for calibkit calibrate MODEL.onnx --data)")
     p.add_argument("--preprocess", metavar="PRESET", help="image folders: preprocessing preset")
     p.add_argument(
         "--tensors", type=regex, metavar="REGEX", help="analyse only tensors matching REGEX"
@@ -136,14 +130,7 @@ def _add_research(sub) -> None:
     )
     p.add_argument("model", metavar="MODEL.onnx", help="the float model")
     p.add_argument("--stats", required=True, metavar="STATS.npz", help="saved statistics")
-    p.add_argument(
-        "--data",
-        "--data-loader-script",
-        "--load-inputs",
-        dest="data",
-        required=True,
-        help="held-aside inputs (as for calibrate --data)",
-    )
+    add_data_option(p, required=True, help="held-aside inputs (as for calibrate --data)")
     p.add_argument("--preprocess", metavar="PRESET", help="image folders: preprocessing preset")
     p.add_argument("-a", "--algorithm", default="entropy2", help="selector (default entropy2)")
     p.add_argument(

@@ -8,6 +8,7 @@ import sys
 from ..atomic import check_outputs
 from ..errors import CalibkitError
 from .argtypes import non_negative_float, positive_int
+from .calibrate import add_data_option
 
 logger = logging.getLogger(__name__)
 
@@ -46,14 +47,7 @@ def _add_trt(sub) -> None:
     p.set_defaults(func=_cmd_trt_build)
     p = verbs.add_parser("crosscheck", help=(_cmd_trt_crosscheck.__doc__ or "").splitlines()[0])
     p.add_argument("model", metavar="MODEL.onnx")
-    p.add_argument(
-        "--data",
-        "--data-loader-script",
-        "--load-inputs",
-        dest="data",
-        required=True,
-        help="calibration data (as for calibkit calibrate)",
-    )
+    add_data_option(p, required=True, help="calibration data (as for calibkit calibrate)")
     p.add_argument(
         "-a", "--algorithm", default="entropy2", help="entropy2, entropy, minmax, legacy"
     )
