@@ -7,11 +7,14 @@ warm-up (median of repeats); the references run in the same process and the same
 - copy bandwidth: ``dst.copy_(src)`` on 1 GiB, bytes read + written per second; read bandwidth:
   ``torch.amax`` over the same 1 GiB (bytes read per second);
 - histograms: one steady batch (range already set: one read of the tensor) through calibkit's
-  kernel, through the same arithmetic in torch ops (the alternative to a custom kernel), and
-  ``torch.histc`` of |x| (different semantics: float bins, no growth; a speed reference only);
+  kernel (one launch per tensor, and two), through the same arithmetic in
+  torch ops (the alternative to a custom kernel), and ``torch.histc`` of |x| (different
+  semantics: float bins, no growth; a speed reference only);
 - calibration overhead: forward time with calibkit's hooks over the plain forward, for
   torchvision ResNet-50 (batch 32) and a BERT-base-size encoder (batch 32, 128 tokens), random
-  weights; against a ``torch.histc`` collector modelled on pytorch-quantization's
+  weights; the device time of the histogram kernels per forward, and the bytes they read, whose
+  read time at the measured read bandwidth is the floor of any collector that reads every
+  hooked tensor once; against a ``torch.histc`` collector modelled on pytorch-quantization's
   HistogramCalibrator (``torch_hist=True``: max, histc, re-binning on growth, one host sync
   per tensor).
 """
@@ -19,11 +22,13 @@ warm-up (median of repeats); the references run in the same process and the same
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 
 import torch
 
+import calibkit.torch.cuda
 from calibkit.torch import collect
 from calibkit.torch.cuda import CudaHistograms
 
@@ -45,7 +50,7 @@ def _time(fn, reps: int = 20, warmup: int = 3) -> float:
 
 
 def _kernel_seconds(fn, reps: int = 20) -> float:
-    """Mean device time per fn() of calibkit's kernels and its memset (CUPTI, torch.profiler)."""
+    """Mean device time per fn() of calibkit's kernels (CUPTI, through torch.profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
     fn()
@@ -56,9 +61,25 @@ def _kernel_seconds(fn, reps: int = 20) -> float:
         torch.cuda.synchronize()
     total = 0.0
     for e in prof.key_averages():
-        if e.key.startswith("hist_") or "elementwise" in e.key or "Memset" in e.key:
+        if e.key.startswith("hist_"):
             total += getattr(e, "device_time_total", None) or e.cuda_time_total
     return total / reps / 1e6
+
+
+@contextlib.contextmanager
+def _launches(fused: bool):
+    """Make the collector's CUDA histograms use one launch per tensor, or two."""
+    base = calibkit.torch.cuda.CudaHistograms
+
+    class Chosen(base):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, fused=fused, **kwargs)
+
+    calibkit.torch.cuda.CudaHistograms = Chosen
+    try:
+        yield
+    finally:
+        calibkit.torch.cuda.CudaHistograms = base
 
 
 def bandwidth() -> dict:
@@ -85,20 +106,28 @@ def histograms(sizes_mib, copy_gbps: float) -> list[dict]:
         for mib in sizes_mib:
             n = (mib << 20) // torch.finfo(dtype).bits * 8
             x = torch.randn(n, device="cuda").to(dtype)
-            state = CudaHistograms(torch.device("cuda"))
-            state.add("x", x * 8)  # sets a range the later batches stay under: one pass each
-            state.end_batch()
+            states = {}
+            for fused in (True, False):
+                state = states[fused] = CudaHistograms(torch.device("cuda"), fused=fused)
+                state.add("x", x * 8)  # sets a range the later batches stay under: one pass
+                state.end_batch()
 
-            def ours(state=state, x=x):
+            def two(state=states[False], x=x):
                 state.add("x", x)
-                state.flush()
+
+            def ours(state=states[True], x=x):
+                state.add("x", x)
+
+            t_two = _time(two)
+            k_two = _kernel_seconds(two)
 
             counts = torch.zeros(2048, dtype=torch.int64, device="cuda")
             t_ours = _time(ours)
             k_ours = _kernel_seconds(ours)
             t_ops = _time(lambda x=x, counts=counts: _torch_ops_histogram(x, counts, 40.0))
             t_histc = _time(lambda x=x: torch.histc(x.abs().float(), 2048, 0, 40.0))
-            state.histograms()
+            for state in states.values():
+                state.histograms()
             nbytes = n * x.element_size()
             rows.append(
                 {
@@ -109,6 +138,8 @@ def histograms(sizes_mib, copy_gbps: float) -> list[dict]:
                     "kernels_GBps": nbytes / k_ours / 1e9,
                     "kernels_vs_copy": nbytes / k_ours / 1e9 / copy_gbps,
                     "call_vs_copy": nbytes / t_ours / 1e9 / copy_gbps,
+                    "two_launch_ms": t_two * 1e3,
+                    "two_launch_kernels_ms": k_two * 1e3,
                     "torch_ops_ms": t_ops * 1e3,
                     "histc_ms": t_histc * 1e3,
                 }
@@ -118,11 +149,11 @@ def histograms(sizes_mib, copy_gbps: float) -> list[dict]:
 
 
 def small_tensors() -> dict:
-    """1000 tensors of 64 KiB: one group per batch against one group per tensor."""
+    """1000 tensors of 64 KiB a batch, one launch or two launches each."""
     xs = [torch.randn(16384, device="cuda") for _ in range(1000)]
     out = {}
-    for label, flush_bytes in (("grouped", 1 << 40), ("per_tensor", 1)):
-        state = CudaHistograms(torch.device("cuda"), flush_bytes=flush_bytes)
+    for label, fused in (("one_launch", True), ("two_launch", False)):
+        state = CudaHistograms(torch.device("cuda"), fused=fused)
 
         def batch(state=state):
             for i, x in enumerate(xs):
@@ -188,7 +219,26 @@ def _models():
     }
 
 
-def overhead(reps: int = 10) -> list[dict]:
+def _bytes_per_forward(model, x, call) -> int:
+    """Bytes the collector reads in one forward (every tensor it bins, once)."""
+    seen = []
+
+    class Counting(calibkit.torch.cuda.CudaHistograms):
+        def add(self, name, t):
+            seen.append(t.numel() * t.element_size())
+            super().add(name, t)
+
+    base = calibkit.torch.cuda.CudaHistograms
+    calibkit.torch.cuda.CudaHistograms = Counting
+    try:
+        with torch.inference_mode(), collect(model):
+            call(model, x)
+    finally:
+        calibkit.torch.cuda.CudaHistograms = base
+    return sum(seen)
+
+
+def overhead(read_gbps: float, reps: int = 10) -> list[dict]:
     rows = []
     for label, (model, data, call) in _models().items():
         for dtype in (torch.float32, torch.float16):
@@ -201,20 +251,30 @@ def overhead(reps: int = 10) -> list[dict]:
 
             with torch.inference_mode():
                 base = _time(forward, reps=reps)
-                with collect(model) as c:
-                    ours = _time(forward, reps=reps)
-                ours_tensors = len(c.histograms_)
+                timed = {}
+                for fused in (True, False):
+                    with _launches(fused), collect(model) as c:
+                        timed[fused] = _time(forward, reps=reps)
+                        if fused:
+                            kernels = _kernel_seconds(forward, reps=3)
+                hists = c.histograms_
                 with HistcCollector(model):
                     histc = _time(forward, reps=max(3, reps // 3), warmup=1)
+            binned = _bytes_per_forward(model, inputs[0], call) * len(inputs)
             row = {
                 "model": label,
                 "dtype": str(dtype).removeprefix("torch."),
                 "forward_ms": base / len(inputs) * 1e3,
-                "calibkit_ms": ours / len(inputs) * 1e3,
-                "calibkit_overhead": ours / base - 1,
+                "calibkit_ms": timed[True] / len(inputs) * 1e3,
+                "calibkit_overhead": timed[True] / base - 1,
+                "two_launch_ms": timed[False] / len(inputs) * 1e3,
+                "two_launch_overhead": timed[False] / base - 1,
+                "kernels_ms": kernels / len(inputs) * 1e3,
+                "binned_MiB": binned / len(inputs) / 2**20,
+                "read_floor": binned / (read_gbps * 1e9) / base,
                 "histc_ms": histc / len(inputs) * 1e3,
                 "histc_overhead": histc / base - 1,
-                "tensors": ours_tensors,
+                "tensors": len(hists),
             }
             print(row, flush=True)
             rows.append(row)
@@ -228,30 +288,33 @@ def markdown(result: dict) -> str:
         f"Device: {result['device']}, torch {result['torch']}. Copy {bw['copy_GBps']:.0f} GB/s "
         f"(read + written), read {bw['read_GBps']:.0f} GB/s.",
         "",
-        "| dtype | MiB | calibkit kernels ms | GB/s | x copy | calibkit call ms | x copy "
-        "| torch ops ms | torch.histc ms |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| dtype | MiB | calibkit kernel ms | GB/s | x copy | calibkit call ms | x copy "
+        "| two launches: kernels ms | call ms | torch ops ms | torch.histc ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["histograms"]:
         out.append(
             f"| {r['dtype']} | {r['MiB']} | {r['calibkit_kernels_ms']:.3f} | "
             f"{r['kernels_GBps']:.0f} | {r['kernels_vs_copy']:.2f} | {r['calibkit_ms']:.3f} | "
-            f"{r['call_vs_copy']:.2f} | {r['torch_ops_ms']:.3f} | {r['histc_ms']:.3f} |"
+            f"{r['call_vs_copy']:.2f} | {r['two_launch_kernels_ms']:.3f} | "
+            f"{r['two_launch_ms']:.3f} | {r['torch_ops_ms']:.3f} | {r['histc_ms']:.3f} |"
         )
     st = result["small_tensors"]
     out += [
         "",
-        f"1000 tensors of 64 KiB per batch: {st['grouped_ms']:.2f} ms grouped, "
-        f"{st['per_tensor_ms']:.2f} ms with a group per tensor.",
+        f"1000 tensors of 64 KiB per batch: {st['one_launch_ms']:.2f} ms with one "
+        f"launch each, {st['two_launch_ms']:.2f} ms with two launches each.",
         "",
-        "| model | dtype | tensors | forward ms | calibkit ms | overhead | histc-based ms "
-        "| overhead |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | dtype | tensors | MiB binned | forward ms | calibkit ms | overhead "
+        "| two launches | kernels ms | read floor | histc-based ms | overhead |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["overhead"]:
         out.append(
-            f"| {r['model']} | {r['dtype']} | {r['tensors']} | {r['forward_ms']:.2f} | "
-            f"{r['calibkit_ms']:.2f} | {100 * r['calibkit_overhead']:.1f} % | "
+            f"| {r['model']} | {r['dtype']} | {r['tensors']} | {r['binned_MiB']:.0f} | "
+            f"{r['forward_ms']:.2f} | {r['calibkit_ms']:.2f} | "
+            f"{100 * r['calibkit_overhead']:.1f} % | {100 * r['two_launch_overhead']:.1f} % | "
+            f"{r['kernels_ms']:.2f} | {100 * r['read_floor']:.1f} % | "
             f"{r['histc_ms']:.2f} | {100 * r['histc_overhead']:.0f} % |"
         )
     return "\n".join(out)
@@ -271,7 +334,7 @@ def main() -> None:
     result["histograms"] = histograms(sizes, result["bandwidth"]["copy_GBps"])
     result["small_tensors"] = small_tensors()
     print(result["small_tensors"], flush=True)
-    result["overhead"] = [] if args.no_models else overhead()
+    result["overhead"] = [] if args.no_models else overhead(result["bandwidth"]["read_GBps"])
     print(markdown(result))
     if args.json:
         with open(args.json, "w") as f:

@@ -36,13 +36,18 @@ def _host(t):
     return (t.float() if t.dtype in (torch.float16, torch.bfloat16) else t).numpy()
 
 
-def _check(batches, num_bins=2048, nan_policy="raise", flush_bytes=64 << 20):
+@pytest.fixture(params=[True, False], ids=["one-launch", "two-launches"])
+def fused(request):
+    """Each tensor in one launch, or in two."""
+    return request.param
+
+
+def _check(batches, fused, num_bins=2048, nan_policy="raise"):
     """Feed batches ({name: cuda tensor} each) to both; assert identical histograms."""
     from calibkit.torch.cuda import CudaHistograms
 
-    dev = CudaHistograms(
-        torch.device("cuda"), num_bins, nan_policy=nan_policy, flush_bytes=flush_bytes
-    )
+    dev = CudaHistograms(torch.device("cuda"), num_bins, nan_policy=nan_policy, fused=fused)
+    assert dev.fused == fused
     cpu: dict[str, Histogram] = {}
     for batch in batches:
         for name, t in batch.items():
@@ -65,7 +70,7 @@ def _cuda(values, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_bin_edges_and_the_range_itself(dtype, rng):
+def test_bin_edges_and_the_range_itself(dtype, rng, fused):
     # upper = 3.0 from the first batch; then every edge k * 3 / 2048, its neighbours, and 3.0
     edges = np.arange(2049) * (3.0 / 2048)
     near = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, 10)])
@@ -74,11 +79,11 @@ def test_bin_edges_and_the_range_itself(dtype, rng):
         {"t": _cuda(rng.permutation(near) * rng.choice([-1, 1], near.size), dtype)},
         {"t": _cuda([3.0] * 7 + [-3.0] * 5, dtype)},  # exactly the range: the last bin
     ]
-    _check(batches)
+    _check(batches, fused)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_subnormals_huge_values_inf_and_nan(dtype, rng):
+def test_subnormals_huge_values_inf_and_nan(dtype, rng, fused):
     # float64: float32's extremes (a float64 subnormal range overflows num_bins / upper, and
     # doubling up to float64's max overflows the range, in the twin as on the GPU)
     info = torch.finfo(torch.float32 if dtype == torch.float64 else dtype)
@@ -91,12 +96,12 @@ def test_subnormals_huge_values_inf_and_nan(dtype, rng):
         {"t": _cuda([*huge, np.inf, -np.inf, np.nan, 0.0, 1.0], dtype)},
         {"t": _cuda(rng.standard_normal(10_001), dtype)},
     ]
-    _check(batches, nan_policy="skip")
+    _check(batches, fused, nan_policy="skip")
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float64])
-def test_thousands_of_growths_in_grouped_launches(dtype, rng):
-    # 24 tensors binned together in each group; each grows by 1 to 5 doublings per batch
+def test_thousands_of_growths(dtype, rng, fused):
+    # 24 tensors a batch; each grows by 1 to 5 doublings per batch
     names = [f"layer{i}" for i in range(24)]
     scale = {n: 2.0 ** float(rng.integers(-120, -100)) for n in names}
     batches = []
@@ -107,27 +112,28 @@ def test_thousands_of_growths_in_grouped_launches(dtype, rng):
             size = int(rng.integers(1, 3000))
             batch[n] = _cuda(rng.standard_normal(size) * scale[n], dtype)
         batches.append(batch)
-    got = _check(batches)
+    got = _check(batches, fused)
     assert all(h.upper > 2.0**-100 for h in got.values())
 
 
-def test_large_tensors_odd_sizes_and_misaligned_views(rng):
+def test_large_tensors_odd_sizes_and_misaligned_views(rng, fused):
     big = torch.randn(16 * 2**20 + 3, device="cuda") * 4
     batches = [
         {"a": big[1:], "b": big[5:].half()},
         {"a": big[:-1] * 3, "b": (big[2:] * 0.5).half()},
         {"a": big.view(-1)[7::2], "b": big[: 2**20].bfloat16().half()},
+        # growth on a tensor as large as a grid gets (the grid's cap)
+        {"a": big * 1000, "b": big[: 2**22].half() * 7},
     ]
-    _check(batches, flush_bytes=1 << 20)
+    _check(batches, fused)
 
 
-def test_small_tensors_flushed_one_by_one_or_together_agree(rng):
+def test_many_small_tensors(rng, fused):
     batches = [
         {f"t{i}": _cuda(rng.standard_normal(i + 1) * (b + 1), torch.float32) for i in range(300)}
         for b in range(4)
     ]
-    _check(batches, flush_bytes=1)
-    _check(batches, flush_bytes=1 << 30)
+    _check(batches, fused)
 
 
 @settings(max_examples=60, deadline=None)
@@ -139,16 +145,18 @@ def test_small_tensors_flushed_one_by_one_or_together_agree(rng):
     )
 )
 def test_property_identical_counts(batches):
-    _check(
-        [{"x": _cuda(b, torch.float32), "h": _cuda(b, torch.float16)} for b in batches],
-        nan_policy="skip",
-    )
+    for fused in (True, False):
+        _check(
+            [{"x": _cuda(b, torch.float32), "h": _cuda(b, torch.float16)} for b in batches],
+            fused,
+            nan_policy="skip",
+        )
 
 
-def test_nan_under_raise_names_tensor_and_batch_and_leaves_that_batch_out(rng):
+def test_nan_under_raise_names_tensor_and_batch_and_leaves_that_batch_out(rng, fused):
     from calibkit.torch.cuda import CudaHistograms
 
-    dev = CudaHistograms(torch.device("cuda"))
+    dev = CudaHistograms(torch.device("cuda"), fused=fused)
     cpu = Histogram()
     good = [rng.standard_normal(100) * k for k in (1, 5)]
     for k, values in enumerate([good[0], [1.0, np.nan, 100.0], good[1]]):
@@ -186,4 +194,56 @@ def test_collector_on_cuda_equals_collector_on_cpu(dtype):
                 model(x)
         results[backend] = c.histograms_
     assert list(results["auto"]) == ["input.0", "0", "1", "2", "3", "4"]
+    assert results["auto"] == results["cpu"]
+
+
+class _Residual(torch.nn.Module):
+    """torchvision's pattern: BN -> ReLU(inplace) overwrites BN's output; `out += x` too."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(8, 8, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.relu = torch.nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        out = self.relu(self.bn(self.conv(x)))
+        out += x
+        return self.relu(out)
+
+
+def _collect_both(model, data, streams):
+    """Histograms from the CUDA and the CPU backend; batch k runs on streams[k]."""
+    from calibkit.torch import collect
+
+    results = {}
+    for backend in ("auto", "cpu"):
+        with torch.inference_mode(), collect(model, backend=backend) as c:
+            for x, stream in zip(data, streams, strict=True):
+                stream.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(stream):
+                    model(x)
+                torch.cuda.current_stream().wait_stream(stream)
+        results[backend] = c.histograms_
+    return results
+
+
+def test_in_place_ops_after_the_hook_do_not_change_what_was_recorded():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(_Residual(), _Residual()).eval().cuda()
+    data = [torch.randn(4, 8, 16, 16, device="cuda") * (k + 1) for k in range(4)]
+    results = _collect_both(model, data, [torch.cuda.current_stream()] * 4)
+    assert results["auto"] == results["cpu"]
+    # the test can fail: BN's output before and after the in-place ReLU differ
+    assert results["cpu"]["0.bn"] != results["cpu"]["0.relu"]
+
+
+def test_forward_moving_to_another_stream():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(_Residual(), torch.nn.Flatten(), torch.nn.Linear(2048, 5))
+    model = model.eval().cuda()
+    data = [torch.randn(8, 8, 16, 16, device="cuda") * (k + 1) for k in range(4)]
+    side = torch.cuda.Stream()
+    streams = [torch.cuda.current_stream(), side, side, torch.cuda.current_stream()]
+    results = _collect_both(model, data, streams)
     assert results["auto"] == results["cpu"]

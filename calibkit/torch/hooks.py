@@ -82,8 +82,6 @@ class TorchCollector:
     backend : {"auto", "cpu"}
         ``"auto"``: CUDA tensors are binned on their GPU, CPU tensors on the CPU; ``"cpu"``:
         every tensor is copied to the host and binned by :class:`calibkit.Histogram`.
-    flush_bytes : int
-        CUDA: queued tensors are binned once they hold this many bytes, and at each batch end.
 
     Attributes
     ----------
@@ -113,7 +111,6 @@ class TorchCollector:
         num_bins: int = 2048,
         nan_policy: str = "raise",
         backend: str = "auto",
-        flush_bytes: int = 64 << 20,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
             msg = f"model must be a torch.nn.Module, got {type(model).__name__}"
@@ -131,7 +128,6 @@ class TorchCollector:
         self.num_bins = _check_num_bins(num_bins)
         self.nan_policy = nan_policy
         self.backend = backend
-        self.flush_bytes = flush_bytes
         self._handles: list = []
         self.histograms_: dict[str, Histogram] = {}
         self.origins_: dict[str, tuple[str | None, int, str]] = {}
@@ -149,7 +145,7 @@ class TorchCollector:
             raise ValueError(msg)
         self._cpu: dict[str, Histogram] = {}
         self._cuda: dict[torch.device, CudaHistograms] = {}
-        self._device_of: dict[str, str] = {}
+        self._sinks: dict[str, tuple] = {}  # name -> (device, the function that bins it)
         self._calls: dict[str, int] = {}
         self._depth = 0
         self.histograms_ = {}
@@ -210,34 +206,35 @@ class TorchCollector:
         return hook
 
     def _record(self, name: str, t: torch.Tensor, origin: tuple) -> None:
-        device = "cuda" if t.is_cuda and self.backend == "auto" else "cpu"
-        place = f"{device}:{t.device.index}" if device == "cuda" else "cpu"
-        seen = self._device_of.setdefault(name, place)
-        if seen != place:
-            msg = f"tensor {name!r} was binned on {seen} and is now on {place}"
+        sink = self._sinks.get(name)
+        if sink is None:
+            sink = self._sinks[name] = self._sink(name, t, origin)
+        elif sink[0] is not None and t.device != sink[0]:
+            msg = f"tensor {name!r} was binned on {sink[0]} and is now on {t.device}"
             raise ValueError(msg)
-        self.origins_.setdefault(name, origin)
-        if device == "cuda":
+        sink[1](name, t)
+
+    def _sink(self, name: str, t: torch.Tensor, origin: tuple):
+        """Return (device, add) for a name seen for the first time (device None: any)."""
+        self.origins_[name] = origin
+        if t.is_cuda and self.backend == "auto":
             state = self._cuda.get(t.device)
             if state is None:
                 from .cuda import CudaHistograms
 
                 state = self._cuda[t.device] = CudaHistograms(
-                    t.device,
-                    self.num_bins,
-                    nan_policy=self.nan_policy,
-                    flush_bytes=self.flush_bytes,
+                    t.device, self.num_bins, nan_policy=self.nan_policy
                 )
-            state.add(name, t)
-            return
-        hist = self._cpu.get(name)
-        if hist is None:
-            hist = self._cpu[name] = Histogram(self.num_bins)
+            return t.device, state.add
+        self._cpu[name] = Histogram(self.num_bins)
+        return (None if self.backend == "cpu" else t.device), self._fill_cpu
+
+    def _fill_cpu(self, name: str, t: torch.Tensor) -> None:
         x = t.detach()
         if x.dtype in (torch.float16, torch.bfloat16):
             x = x.float()  # exact; NumPy has no bfloat16
         try:
-            hist.fill(x.cpu().numpy(), nan_policy=self.nan_policy)
+            self._cpu[name].fill(x.cpu().numpy(), nan_policy=self.nan_policy)
         except NonFiniteError as err:
             msg = f"tensor {name!r}, batch {self.n_batches_}: {err}"
             raise NonFiniteError(msg) from err
