@@ -175,10 +175,8 @@ class CudaHistograms:
             return
         if not x.is_contiguous() or x.data_ptr() % 16:  # the kernels read 16-byte vectors
             x = x.detach().clone(memory_format=torch.contiguous_format)
+        stream = self._current_stream()  # before _slot: growing copies the rows on it
         slot = self._slot(name)
-        stream = torch.cuda.current_stream(self.device)
-        if stream != self._stream:
-            self._follow(stream)
         blocks = min(max(1, n * x.element_size() // _MIN_BLOCK_BYTES), self._max_blocks)
         args = (
             np.uint64(x.data_ptr()),
@@ -193,19 +191,23 @@ class CudaHistograms:
             if not self.fused:
                 k.above((blocks,), (_THREADS,), args + self._consts[:1], shared_mem=shared)
 
-    def _follow(self, stream: torch.cuda.Stream) -> None:
-        """Launch on `stream` from now on, after all the work queued on the previous one."""
-        stream.wait_stream(self._stream)
-        self._rows.record_stream(stream)  # allocated on the old stream, used on this one
-        self._stream = stream
+    def _current_stream(self) -> torch.cuda.Stream:
+        """Return the current stream, made to follow the work queued here on the previous one."""
+        stream = torch.cuda.current_stream(self.device)
+        if stream.cuda_stream != self._stream.cuda_stream:
+            stream.wait_stream(self._stream)
+            self._rows.record_stream(stream)  # allocated on the old stream, used on this one
+            self._stream = stream
+        return stream
 
     def end_batch(self) -> None:
         """Check the previous batch's NaN rejections; start reading this batch's."""
         self._take_check()
+        stream = self._current_stream()
         host = torch.empty(self._capacity, dtype=torch.int64, pin_memory=True)
         host.copy_(self._rows[:, 2 * self.num_bins + _REJECTED], non_blocking=True)
         event = torch.cuda.Event()
-        event.record(self._stream)
+        event.record(stream)
         self._check = (self._batch, host, event)
         self._batch += 1
 
@@ -236,6 +238,7 @@ class CudaHistograms:
     def histograms(self) -> dict[str, Histogram]:
         """Wait, and return ``{name: Histogram}`` (raises on NaN under ``"raise"``)."""
         self._take_check()
+        self._current_stream()
         n = len(self._slots)
         rows = self._rows[:n].cpu().numpy()
         meta = rows[:, 2 * self.num_bins :]
