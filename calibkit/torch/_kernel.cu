@@ -12,10 +12,10 @@
 // counts the rest; the last block to finish (a ticket) commits: reject (NaN under 'raise'),
 // take or grow the range, fold, add, and publish by bumping the row's epoch. A block that saw
 // values the range did not hold (every finite value on the first batch) waits for the epoch and
-// bins them at the new range; the others return at once. The wait cannot deadlock: only blocks
-// that took a ticket wait, and the last ticket's block is running and waits for no one. With
-// `fused` off, hist_above does that second sweep as a separate launch instead (every block of
-// it returns at once when nothing is left).
+// bins them at the new range; the others return at once. The wait needs every block of the
+// grid resident (a waiting block must not keep another from starting): `fused` launches are
+// cooperative launches. With `fused` off, hist_above does that second sweep as a separate
+// launch instead (every block of it returns at once when nothing is left).
 //
 // Each histogram is one row of int64 (see cuda.py's _Row): counts[nbins], scratch[nbins], then
 // the META fields below. Scratch, the partial statistics and the ticket are zero between
@@ -297,7 +297,8 @@ __device__ void above(const char* x, i64 n, int dt, i64* row, int nbins, unsigne
 }
 
 // Bin x (n elements of dtype dt) into the histogram `row`. Dynamic shared memory: 8 * nbins.
-// fused: the blocks with values above the range also bin them, after the commit.
+// fused (a cooperative launch): the blocks with values above the range bin them after the
+// commit.
 extern "C" __global__ void __launch_bounds__(512, 2)
 hist_pass(const char* x, i64 n, int dt, i64* row, int nbins, int log2_bins, int raise_nan,
           int fused) {

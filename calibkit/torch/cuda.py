@@ -4,9 +4,11 @@
 device array (counts, the launch's scratch counts, range, max, inf and NaN counts). A tensor is
 binned when it is added, on the current stream: a forward hook's tensor may be overwritten by
 a later in-place op (``ReLU(inplace=True)``, ``out += identity``), so nothing is queued. Each
-tensor costs one launch (``_kernel.cu``: bin inside the range; the last block commits and grows
-the range; the blocks that saw values above the old range wait for that and bin them). The host
-never waits inside a batch:
+tensor costs one cooperative launch (``_kernel.cu``: bin inside the range; the last block commits
+and grows the range; the blocks that saw values above the old range wait for that and bin
+them; a cooperative launch keeps every block resident, so the waiting ones cannot hold up the
+rest), or two ordinary launches where the device has no cooperative launch. The host never
+waits inside a batch:
 :meth:`end_batch` reads the NaN rejections of the *previous* batch (one device-to-host copy per
 batch, normally finished by then), and :meth:`histograms` copies everything back once.
 
@@ -31,7 +33,8 @@ MAX_CUDA_BINS = 4096  # the commit folds through 8 bytes of shared memory per bi
 
 _DTYPES = {torch.float32: 0, torch.float16: 1, torch.bfloat16: 2, torch.float64: 3}
 _THREADS = 512
-_BLOCKS_PER_SM = 2  # __launch_bounds__(512, 2): the whole grid is resident, no second wave
+_BLOCKS_PER_SM = 2  # __launch_bounds__(512, 2): a grid of 2 blocks per SM is co-resident
+_COOPERATIVE_LAUNCH = 95  # cudaDevAttrCooperativeLaunch
 _MIN_BLOCK_BYTES = 64 << 10  # fewer, fuller blocks: each ends with up to num_bins atomics
 _SOURCE = Path(__file__).with_name("_kernel.cu")
 
@@ -88,9 +91,10 @@ class CudaHistograms:
         As for :class:`calibkit.Histogram`; under ``"raise"`` a tensor's batch with NaN is left
         out on the device and :class:`NonFiniteError` is raised at the end of the next batch
         (or by :meth:`histograms`), naming the tensor and the batch.
-    fused : bool
-        Bin each tensor in one launch (default), or in two: the second bins the values above
-        the old range (kept to measure one against the other, benchmarks/gpu.py).
+    fused : bool, optional
+        Bin each tensor in one cooperative launch (default, where the device has them), or in
+        two launches, the second binning the values above the old range (benchmarks/gpu.py
+        times both).
     """
 
     def __init__(
@@ -99,7 +103,7 @@ class CudaHistograms:
         num_bins: int = 2048,
         *,
         nan_policy: str = "raise",
-        fused: bool = True,
+        fused: bool | None = None,
     ) -> None:
         num_bins = _check_num_bins(num_bins)
         if num_bins > MAX_CUDA_BINS:
@@ -117,6 +121,9 @@ class CudaHistograms:
         self._k = _kernels()
         props = torch.cuda.get_device_properties(self.device)
         self._cupy_device = self._k.cupy.cuda.Device(self.device.index)
+        if fused is None:
+            runtime = self._k.cupy.cuda.runtime
+            fused = bool(runtime.deviceGetAttribute(_COOPERATIVE_LAUNCH, self.device.index))
         self.fused = fused
         self._max_blocks = _BLOCKS_PER_SM * props.multi_processor_count
         self._width = 2 * num_bins + _META
@@ -187,7 +194,13 @@ class CudaHistograms:
         k = self._k
         shared = 8 * self.num_bins
         with self._cupy_device, k.stream(stream.cuda_stream):
-            k.bin((blocks,), (_THREADS,), args + self._consts, shared_mem=shared)
+            k.bin(
+                (blocks,),
+                (_THREADS,),
+                args + self._consts,
+                shared_mem=shared,
+                enable_cooperative_groups=self.fused,  # the waiting blocks need the rest resident
+            )
             if not self.fused:
                 k.above((blocks,), (_THREADS,), args + self._consts[:1], shared_mem=shared)
 
