@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "CacheFormatError",
     "CalibkitError",
+    "EntryPointError",
     "HistogramMergeError",
     "HistogramRangeError",
     "InputLimitError",
@@ -32,6 +33,10 @@ class NotCollectedError(CalibkitError, RuntimeError):
 
 class NonFiniteError(CalibkitError, ValueError):
     """A batch held NaN where the policy says NaN is an error."""
+
+
+class EntryPointError(CalibkitError, ValueError):
+    """A PyTorch entry point (``module:factory``) that cannot be loaded, or whose model fails."""
 
 
 class HistogramMergeError(CalibkitError, ValueError):

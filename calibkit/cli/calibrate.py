@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import sys
 
 from ..atomic import atomic_outputs, check_output_dir, check_outputs
@@ -76,10 +77,15 @@ def _add_calibrate(sub) -> None:
         description=(
             "Compute the calibration cache TensorRT's calibrator would write. SOURCE is an .npz "
             "of recorded activations (key = tensor name, first axis = calibration batch, in "
-            "order) or an ONNX model (with --data)."
+            "order), an ONNX model (with --data), or a PyTorch model factory MODULE:FACTORY or "
+            "FILE.py:FACTORY (with --data, a loader script; docs/torch.md)."
         ),
     )
-    p.add_argument("source", metavar="SOURCE", help="activations .npz, or MODEL.onnx")
+    p.add_argument(
+        "source",
+        metavar="SOURCE",
+        help="activations .npz, MODEL.onnx, or MODULE:FACTORY / FILE.py:FACTORY (PyTorch)",
+    )
     p.add_argument("-a", "--algorithm", default="entropy2", help=_ALGORITHM_HELP)
     p.add_argument(
         "--trt-version",
@@ -107,20 +113,71 @@ def _add_calibrate(sub) -> None:
         default="raise",
         help="NaN in an activation: stop with an error (default) or count and skip it",
     )
+    add_data_option(
+        p,
+        metavar="DATA",
+        help=(
+            "calibration inputs of a model SOURCE. ONNX: X.npy (one input, first axis = "
+            "samples), X.npz (keyed by input name), a folder of per-sample .npy/.npz files or "
+            "of images (with --preprocess), a loader script FILE.py[:FUNCTION] (default "
+            "load_data) returning an iterable of {input name: array} batches, or Polygraphy's "
+            "--save-inputs X.json. PyTorch: a loader script whose items are batches: a dict is "
+            "model(**batch), a tuple or list model(*batch), an array or tensor model(batch). "
+            "calibkit runs a loader script: give only one you trust (Polygraphy's spellings "
+            "--data-loader-script and --load-inputs are accepted)"
+        ),
+    )
     add_share_option(p)
     add_header_option(p)
     _CALIBRATE_EXTENSIONS.append(p)
-    p.set_defaults(func=_cmd_calibrate)
+    p.set_defaults(func=_cmd_calibrate, kind_options={})
 
 
 _CALIBRATE_EXTENSIONS: list = []  # the calibrate parser, for sections that add options to it
-_CALIBRATE_HANDLERS: dict = {}  # source suffix -> handler(args) for other SOURCE kinds
+_CALIBRATE_HANDLERS: dict = {}  # source kind (a suffix, or TORCH) -> handler(args)
+
+#: The kind of a PyTorch SOURCE in _CALIBRATE_HANDLERS (a suffix always starts with a dot).
+TORCH = "torch"
+
+# MODULE:FACTORY (dotted names) or FILE.py:FACTORY; FACTORY may be dotted (Zoo.small).
+_ENTRY_POINT = re.compile(
+    r"(?:[^:]+\.py|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*):[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"
+)
+
+
+def source_kind(source: str) -> str:
+    """Return the key of ``_CALIBRATE_HANDLERS`` for SOURCE: its suffix, or TORCH.
+
+    An existing file is always a file (its suffix), whatever its name looks like; otherwise a
+    ``MODULE:FACTORY`` or ``FILE.py:FACTORY`` is a PyTorch entry point. torch is not imported.
+    """
+    from pathlib import Path
+
+    path = Path(source)
+    if not path.exists() and _ENTRY_POINT.fullmatch(source):
+        return TORCH
+    return path.suffix.lower()
+
+
+def _reject_options(args, kind: str) -> None:
+    """Refuse the PyTorch options for a file SOURCE and the ONNX ones for a PyTorch SOURCE.
+
+    Silently ignoring them would mislead (``--modules`` on an ONNX model, ``--batch-size`` on
+    a loader whose items are the batches). ``args.kind_options`` maps each of the two kinds to
+    its options' (dest, default, flag).
+    """
+    for owner, options in args.kind_options.items():
+        if (owner == TORCH) == (kind == TORCH):
+            continue
+        for dest, default, flag in options:
+            if getattr(args, dest) != default:
+                what = "a PyTorch SOURCE (MODULE:FACTORY)" if owner == TORCH else "an ONNX model"
+                msg = f"{flag} applies to {what}, not to {args.source}"
+                raise CalibkitError(msg)
 
 
 def _cmd_calibrate(args) -> int:
-    """Compute a TensorRT calibration cache from recorded activations or an ONNX model."""
-    from pathlib import Path
-
+    """Compute a TensorRT calibration cache from recorded activations, or dispatch by kind."""
     from ..cache.format import write_cache
     from ..collect import HistogramCollector
     from ..data.activations import iter_recorded_batches
@@ -128,12 +185,17 @@ def _cmd_calibrate(args) -> int:
     from ..selectors import make_selector
     from ..stats import StatsSettings, default_stats_path, save_stats
 
-    suffix = Path(args.source).suffix.lower()
-    if suffix in _CALIBRATE_HANDLERS:
-        return _CALIBRATE_HANDLERS[suffix](args)
-    if suffix != ".npz":
-        kinds = ", ".join(sorted({".npz", *_CALIBRATE_HANDLERS}))
-        msg = f"{args.source}: unsupported source; expected one of {kinds}"
+    kind = source_kind(args.source)
+    if kind in (".npz", *_CALIBRATE_HANDLERS):
+        _reject_options(args, kind)
+    if kind in _CALIBRATE_HANDLERS:
+        return _CALIBRATE_HANDLERS[kind](args)
+    if kind != ".npz":
+        kinds = ", ".join(sorted({".npz", *_CALIBRATE_HANDLERS} - {TORCH}))
+        msg = (
+            f"{args.source}: unsupported source; expected one of {kinds} or a PyTorch "
+            "MODULE:FACTORY"
+        )
         raise CalibkitError(msg)
     no_stats = getattr(args, "no_save_histograms", False)
     stats = None if no_stats else (args.save_histograms or default_stats_path(args.output))
@@ -197,18 +259,6 @@ def _add_calibrate_onnx(sub) -> None:
         return
     p = _CALIBRATE_EXTENSIONS[-1]  # the parser the core section made in this build_parser call
     g = p.add_argument_group("ONNX model (SOURCE = MODEL.onnx, run on the CPU by onnxruntime)")
-    add_data_option(
-        g,
-        metavar="DATA",
-        help=(
-            "calibration inputs: X.npy (one input, first axis = samples), X.npz (keyed by input "
-            "name), a folder of per-sample .npy/.npz files or of images (with --preprocess), "
-            "a loader script FILE.py[:FUNCTION] (default load_data) returning an iterable of "
-            "{input name: array} batches (calibkit runs the script: give only one you trust), "
-            "or Polygraphy's --save-inputs X.json (Polygraphy's "
-            "spellings --data-loader-script and --load-inputs are accepted)"
-        ),
-    )
     g.add_argument(
         "--batch-size", type=positive_int, help="samples per batch (default: model's, else 8)"
     )
@@ -297,6 +347,16 @@ def _add_calibrate_onnx(sub) -> None:
         metavar="ROWS",
         help="per-tensor rows to print (30)",
     )
+    p.get_default("kind_options")["onnx"] = _options_of(g, keep={"no_save_histograms"})
+
+
+def _options_of(group, keep=frozenset()) -> list[tuple[str, object, str]]:
+    """(dest, default, longest flag) of every option in an argparse group, but those in `keep`."""
+    return [
+        (a.dest, a.default, max(a.option_strings, key=len))
+        for a in group._group_actions  # argparse keeps a group's actions here
+        if a.dest not in keep
+    ]
 
 
 def _floats(text: str | None) -> float | tuple[float, ...] | None:
@@ -408,6 +468,157 @@ def _calibrate_onnx_run(args) -> str:
 _CALIBRATE_HANDLERS[".onnx"] = _cmd_calibrate_onnx
 
 
+def _add_calibrate_torch(sub) -> None:
+    """Add the PyTorch options to the core section's ``calibrate`` parser."""
+    if not _CALIBRATE_EXTENSIONS:
+        return
+    p = _CALIBRATE_EXTENSIONS[-1]
+    g = p.add_argument_group(
+        "PyTorch model (SOURCE = MODULE:FACTORY or FILE.py:FACTORY, a function returning the "
+        "torch.nn.Module; pip install -e '.[torch]'; docs/torch.md)"
+    )
+    g.add_argument(
+        "--device",
+        help="where the model runs: cpu, cuda, cuda:1 ... (default: cuda if torch sees a GPU)",
+    )
+    g.add_argument(
+        "--dtype",
+        choices=("float32", "float16", "bfloat16"),
+        help="convert the model and the floating-point inputs (default: as built and as given)",
+    )
+    g.add_argument(
+        "--modules",
+        action="append",
+        metavar="PATTERN",
+        help=(
+            "record the outputs of modules whose path matches this glob (layer*.conv?); "
+            "repeatable (default: every leaf module)"
+        ),
+    )
+    g.add_argument(
+        "--no-inputs", action="store_true", help="do not record the model's inputs (input.0...)"
+    )
+    g.add_argument(
+        "--onnx",
+        metavar="MODEL.onnx",
+        help=(
+            "the same model exported by torch.onnx.export(..., dynamo=True): key the cache by "
+            "its tensor names, which TensorRT looks up (default: module paths, which it does not)"
+        ),
+    )
+    p.get_default("kind_options")[TORCH] = _options_of(g)
+
+
+def _cmd_calibrate_torch(args) -> int:
+    """Calibrate a PyTorch model (MODULE:FACTORY) on a loader script's batches."""
+    from .._optional import require
+    from ..cache.format import write_cache
+    from ..pipeline import check_cache_header, check_share_scales, select_scales
+    from ..selectors import make_selector
+    from ..stats import StatsSettings, default_stats_path, save_stats
+
+    if not args.data:
+        msg = f"{args.source}: a PyTorch model needs calibration inputs: --data LOADER.py"
+        raise CalibkitError(msg)
+    stats = None
+    if not args.no_save_histograms:
+        stats = args.save_histograms or default_stats_path(args.output)
+    with atomic_outputs(args.output, stats):  # both files or neither, paths checked first
+        selector = make_selector(args.algorithm)
+        check_share_scales(args.share_scales)
+        check_cache_header(selector, args.trt_version, args.header_algorithm)
+        require("torch", f"calibrating a PyTorch model ({args.source})")
+        onnx_model = _read_onnx(args.onnx) if args.onnx else None  # before the model runs
+        from ..torch.entry import collect_entry_point
+
+        collector = collect_entry_point(
+            args.source,
+            args.data,
+            device=args.device,
+            dtype=args.dtype,
+            modules=args.modules,
+            inputs=not args.no_inputs,
+            num_bins=args.num_bins,
+            nan_policy=args.nan,
+        )
+        histograms = collector.histograms_
+        if onnx_model is not None:
+            histograms = _onnx_keyed(args.onnx, onnx_model, collector)
+        with shown_warnings("calibrate"):
+            # a PyTorch run records no graph: the sharing rules have nothing to act on
+            selection = select_scales(
+                histograms,
+                selector,
+                trt_version=args.trt_version,
+                share_scales=args.share_scales,
+                header_algorithm=args.header_algorithm,
+            )
+            cache = selection.cache()
+        write_cache(args.output, cache)
+        if stats is not None:
+            settings = StatsSettings(
+                source_kind="torch",
+                source=str(args.source),
+                data=str(args.data),
+                algorithm=selector.spec,
+                num_bins=args.num_bins,
+                trt_version=args.trt_version,
+                share_scales=args.share_scales,
+                nan_policy=args.nan,
+                num_batches=collector.n_batches_,
+            )
+            save_stats(stats, histograms, settings=settings)
+    _report_nan(histograms)
+    if onnx_model is None:
+        print(
+            f"names: {len(histograms)} module paths (no --onnx): TensorRT will not find these "
+            "names; give the model exported by torch.onnx.export(..., dynamo=True) as --onnx"
+        )
+    print(
+        f"{args.output}: {len(selection.amax)} tensors from {collector.n_batches_} batches "
+        f"({selector.spec}, {cache.to_bytes().splitlines()[0].decode()})"
+        + (f"; statistics in {stats}" if stats else "")
+    )
+    print(selection.describe_sharing())
+    return 0
+
+
+def _read_onnx(path: str):
+    """Read the --onnx model's ModelProto (weights left on disk: only the names are read)."""
+    from ..onnx.model import OnnxModel
+
+    return OnnxModel.load(path).proto
+
+
+def _onnx_keyed(path: str, proto, collector) -> dict:
+    """Key the collector's histograms by the --onnx model's tensor names; say what was not."""
+    from ..errors import ModelFormatError
+    from ..torch import onnx_names
+
+    try:
+        names = onnx_names(proto, collector.origins_)
+    except ValueError as err:  # exported without module scopes (TorchScript exporter)
+        msg = f"{path}: {err}"
+        raise ModelFormatError(msg) from err
+    histograms = collector.histograms_
+    print(f"names: {len(names.mapping)} of {len(histograms)} recorded tensors mapped to {path}")
+    if names.unmapped:
+        shown = "; ".join(f"{k!r}: {why}" for k, why in list(names.unmapped.items())[:3])
+        more = f"; ... {len(names.unmapped) - 3} more" if len(names.unmapped) > 3 else ""
+        print(
+            f"warning: {len(names.unmapped)} recorded tensor(s) have no tensor in {path} and are "
+            f"left out of the cache ({shown}{more})",
+            file=sys.stderr,
+        )
+    if not names.mapping:
+        msg = f"{path}: none of the {len(histograms)} recorded tensors maps to a tensor of it"
+        raise ModelFormatError(msg)
+    return {new: histograms[old] for old, new in names.mapping.items()}
+
+
+_CALIBRATE_HANDLERS[TORCH] = _cmd_calibrate_torch
+
+
 def _add_select(sub) -> None:
     p = sub.add_parser(
         "select",
@@ -470,4 +681,5 @@ def register(sub) -> None:
     """Add this group's sub-commands to `sub` (an argparse subparsers object)."""
     _add_calibrate(sub)
     _add_calibrate_onnx(sub)
+    _add_calibrate_torch(sub)
     _add_select(sub)

@@ -353,12 +353,15 @@ def _count(chunk: Mapping[str, np.ndarray]) -> int:
     return next(iter(chunk.values())).shape[0] if chunk else 0
 
 
-def _script_error(err: BaseException, path: Path, what: str) -> DataError:
-    """One line for an exception raised by a loader script: its own file, line and message.
+def _script_error(
+    err: BaseException, path: Path, what: str, *, role: str = "data-loader script"
+) -> DataError:
+    """One line for an exception raised by a user's script: its own file, line and message.
 
     The line is the deepest frame in the script itself, so the user sees where in *their*
     code it failed, not calibkit's frames; if it was raised deeper (a module the script
-    imports), that place is named too.
+    imports), that place is named too. `role` names the script (``"model script"`` for a
+    PyTorch entry point).
     """
     import traceback
 
@@ -370,20 +373,29 @@ def _script_error(err: BaseException, path: Path, what: str) -> DataError:
     else:
         raised = ""
     if isinstance(err, SystemExit):
-        return DataError(f"{where}: the data-loader script called sys.exit({err.code!r}) {what}")
+        return DataError(f"{where}: the {role} called sys.exit({err.code!r}) {what}")
     text = f"{type(err).__name__}: {err}" if str(err) else type(err).__name__
-    return DataError(f"{where}: the data-loader script failed {what}: {text}{raised}")
+    return DataError(f"{where}: the {role} failed {what}: {text}{raised}")
 
 
-def _load_script(spec: str) -> tuple[Callable[[], Iterable], str, Path]:
+def _load_script(
+    spec: str, *, role: str = "data-loader script", default: str = "load_data"
+) -> tuple[Callable[[], Any], str, Path]:
+    """Import ``FILE.py[:FUNCTION]`` (a dotted FUNCTION: an attribute of an attribute).
+
+    Returns the function, ``"FILE.py:FUNCTION"`` and the file's path. Failures name the file:
+    the script's own exception becomes one line (:func:`_script_error`), `role` says what the
+    file is in every message.
+    """
     path_text, _, func_name = spec.partition(".py:")
     path_text = path_text + ".py" if func_name else path_text
-    func_name = func_name or "load_data"
+    func_name = func_name or default
     path = Path(path_text)
     if not path.is_file():
-        msg = f"data-loader script {path} not found"
+        msg = f"{role} {path} not found"
         raise FileNotFoundError(msg)
-    mod_name = "calibkit_data_loader_" + re.sub(r"\W", "_", path.stem)
+    kind = re.sub(r"\W", "_", role.removesuffix(" script"))  # data-loader -> data_loader
+    mod_name = f"calibkit_{kind}_" + re.sub(r"\W", "_", path.stem)
     module_spec = importlib.util.spec_from_file_location(mod_name, path)
     if module_spec is None or module_spec.loader is None:  # not a file Python can import
         msg = f"data-loader script {path}: cannot be imported as a Python module"
@@ -397,11 +409,13 @@ def _load_script(spec: str) -> tuple[Callable[[], Iterable], str, Path]:
     try:
         module_spec.loader.exec_module(module)
     except (Exception, SystemExit) as err:  # the script's own failure, not ours
-        raise _script_error(err, path, "on import") from err
+        raise _script_error(err, path, "on import", role=role) from err
     finally:
         if folder in sys.path:
             sys.path.remove(folder)
-    func = getattr(module, func_name, None)
+    func: Any = module
+    for part in func_name.split("."):
+        func = getattr(func, part, None)
     if not callable(func):
         msg = f"{path}: no function {func_name!r} (give it as {path}:FUNCTION)"
         raise DataError(msg)
@@ -763,14 +777,15 @@ def read_polygraphy_inputs(path: str | Path) -> list[dict[str, np.ndarray]]:
     return feeds
 
 
-def _loader_chunks(data, inputs: Sequence[InputSpec], where: str, script: Path | None) -> _Chunks:
-    """Chunks from a script's function (called per pass) or a Python iterable.
+def _script_items(
+    data, where: str, script: Path | None, expected: str
+) -> Iterator[tuple[int, Any]]:
+    """Yield ``(index, item)`` from a loader's function (called now) or a Python iterable.
 
     An exception (or ``sys.exit``) from a script's function or its iterator is the script's
-    failure: it becomes one line naming the script's file and line.
+    failure: it becomes one line naming the script's file and line. `expected` says what the
+    items should be, for the error when the function returns no iterable.
     """
-    if isinstance(data, Iterator):
-        logger.info("%s is an iterator: it can be iterated only once", where)
 
     def guarded(step, what):
         if script is None:
@@ -782,18 +797,31 @@ def _loader_chunks(data, inputs: Sequence[InputSpec], where: str, script: Path |
         except (Exception, SystemExit) as err:
             raise _script_error(err, script, what) from err
 
+    result = guarded(lambda: data() if callable(data) else data, "when called")
+    if isinstance(result, Mapping) or not isinstance(result, Iterable):
+        kind = type(result).__name__
+        msg = f"{where}: expected an iterable of {expected}, got {kind}"
+        raise DataError(msg)
+    items = guarded(lambda: iter(result), "when iterated")
+    for i in range(sys.maxsize):
+        try:
+            item = guarded(lambda: next(items), f"producing item {i}")
+        except StopIteration:
+            return
+        yield i, item
+
+
+def _loader_chunks(data, inputs: Sequence[InputSpec], where: str, script: Path | None) -> _Chunks:
+    """Chunks from a script's function (called per pass) or a Python iterable.
+
+    An exception (or ``sys.exit``) from a script's function or its iterator is the script's
+    failure: it becomes one line naming the script's file and line.
+    """
+    if isinstance(data, Iterator):
+        logger.info("%s is an iterator: it can be iterated only once", where)
+
     def chunks():
-        result = guarded(lambda: data() if callable(data) else data, "when called")
-        if isinstance(result, Mapping) or not isinstance(result, Iterable):
-            kind = type(result).__name__
-            msg = f"{where}: expected an iterable of {{input name: array}} dicts, got {kind}"
-            raise DataError(msg)
-        items = guarded(lambda: iter(result), "when iterated")
-        for i in range(sys.maxsize):
-            try:
-                item = guarded(lambda: next(items), f"producing item {i}")
-            except StopIteration:
-                return
+        for i, item in _script_items(data, where, script, "{input name: array} dicts"):
             if not isinstance(item, Mapping):
                 msg = f"{where}: item {i} is a {type(item).__name__}, expected a dict of arrays"
                 raise DataError(msg)
