@@ -391,9 +391,12 @@ def _load_script(
     path_text = path_text + ".py" if func_name else path_text
     func_name = func_name or default
     path = Path(path_text)
-    if not path.is_file():
+    if not path.exists():
         msg = f"{role} {path} not found"
         raise FileNotFoundError(msg)
+    if not path.is_file():  # a folder, or a FIFO or device that would block the import
+        msg = f"{role} {path}: not a regular file"
+        raise DataError(msg)
     kind = re.sub(r"\W", "_", role.removesuffix(" script"))  # data-loader -> data_loader
     mod_name = f"calibkit_{kind}_" + re.sub(r"\W", "_", path.stem)
     module_spec = importlib.util.spec_from_file_location(mod_name, path)
