@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
+import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -450,3 +454,54 @@ def test_console_run_finds_a_module_in_the_current_directory(work):
     )
     assert done.returncode == 0, done.stderr
     assert (work / "s.cache").exists() and (work / "s.stats.npz").exists()
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _docs_block() -> str:
+    """The bash block of docs/torch.md's "From the command line" section, as written."""
+    text = (ROOT / "docs" / "torch.md").read_text()
+    section = text.split("## From the command line", 1)[1].split("\n## ", 1)[0]
+    (block,) = re.findall(r"```bash\n(.*?)```", section, re.S)
+    return block
+
+
+@pytest.mark.slow
+def test_docs_commands_run_and_agree_with_the_onnx_path(tmp_path):
+    """docs/torch.md's commands, then the ONNX path on the same model: the 8 shared amax agree."""
+    pytest.importorskip("onnxruntime")
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    script = "set -euo pipefail\n" + _docs_block()
+    done = subprocess.run(
+        ["bash", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "names: 8 of 8 recorded tensors mapped" in done.stdout
+    onnx_argv = [
+        "calibrate",
+        str(ROOT / "examples" / "fashion_mnist" / "model.onnx"),
+        "--data",
+        str(ROOT / "examples" / "fashion_mnist" / "calib.npz"),
+        "--trt-version",
+        "10.16",
+        "--names",
+        "onnx",
+        "--no-progress",
+        "--table",
+        "0",
+        "-o",
+        str(tmp_path / "onnx.cache"),
+    ]
+    with contextlib.redirect_stdout(io.StringIO()):
+        assert main(onnx_argv) == 0
+    from_torch = load_stats(tmp_path / "fashion_torch.stats.npz")
+    from_onnx = load_stats(tmp_path / "onnx.stats.npz")
+    assert from_torch.settings.source_kind == "torch"
+    assert from_torch.settings.num_batches == from_onnx.settings.num_batches == 63
+    torch_cache = read_cache(tmp_path / "fashion_torch.cache").scales
+    onnx_cache = read_cache(tmp_path / "onnx.cache").scales
+    assert len(torch_cache) == 8 and set(torch_cache) < set(onnx_cache)
+    for name, scale in torch_cache.items():
+        assert abs(float(scale) / float(onnx_cache[name]) - 1) < 1e-6, name
