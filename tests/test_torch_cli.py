@@ -138,7 +138,11 @@ def work(tmp_path, monkeypatch):
     (tmp_path / "models.py").write_text(MODELS)
     (tmp_path / "loader.py").write_text(LOADERS)
     monkeypatch.chdir(tmp_path)
-    return tmp_path
+    yield tmp_path
+    # forget the modules imported from this folder: the next test's `models` is another file
+    for name, module in list(sys.modules.items()):
+        if str(getattr(module, "__file__", None) or "").startswith(str(tmp_path)):
+            del sys.modules[name]
 
 
 def _module(path: Path):
@@ -409,6 +413,19 @@ def test_missing_dependency_of_a_module_is_not_the_module_missing(work, capsys):
         ["needs:make", "--data", "loader.py"],
         "needs.py:1: the model module failed on import: ModuleNotFoundError",
     )
+
+
+def test_package_failing_on_import(work, capsys):
+    (work / "pkg").mkdir()
+    (work / "pkg" / "__init__.py").write_text("raise RuntimeError('half installed')\n")
+    (work / "pkg" / "models.py").write_text("")
+    _fail(
+        work,
+        capsys,
+        ["pkg.models:make", "--data", "loader.py"],
+        "importing pkg.models failed: RuntimeError: half installed",
+    )
+    _fail(work, capsys, ["nopkg.models:make", "--data", "loader.py"], "no module named")
 
 
 def test_torch_not_installed(work, capsys, monkeypatch):

@@ -97,9 +97,12 @@ def _import_factory(spec: str) -> tuple[Any, Path | None]:
 def _import_module(spec: str, target: str) -> tuple[Any, Path | None]:
     """Import the module `target`; return it and its file (None for a namespace package)."""
     try:
-        found = importlib.util.find_spec(target)
-    except (ImportError, ValueError):  # a parent package that is missing or broken
+        found = importlib.util.find_spec(target)  # imports the parent packages
+    except ModuleNotFoundError:  # a parent package is missing
         found = None
+    except (Exception, SystemExit) as err:  # a parent package fails on import
+        msg = f"{spec}: importing {target} failed: {_one_line(err)}"
+        raise EntryPointError(msg) from err
     if found is None:
         msg = (
             f"{spec}: no module named {target!r} (not installed, and not in the current "
