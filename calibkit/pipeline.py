@@ -164,7 +164,8 @@ class ScaleResult:
         if self.sharing is None:
             return (
                 f"scale sharing: none applied (--share-scales {self.share_scales}, but the "
-                "statistics hold no graph: recorded activations or histograms from the API)"
+                "statistics hold no graph: recorded activations, a PyTorch run or histograms "
+                "from the API)"
             )
         version = ".".join(map(str, self.trt_version)) if self.trt_version else "unknown"
         asked = f"TensorRT {version} rules" if self.share_scales == "trt" else "explicit rules"

@@ -42,7 +42,9 @@ def build_parser() -> argparse.ArgumentParser:
     """Return the full argument parser (used by ``main`` and by the docs)."""
     parser = _Parser(
         prog="calibkit",
-        description="TensorRT INT8 calibration on the CPU: calibrate, inspect caches, export Q/DQ.",
+        description=(
+            "TensorRT INT8 calibration without TensorRT: calibrate, inspect caches, export Q/DQ."
+        ),
     )
     parser.add_argument("--version", action="version", version=f"calibkit {__version__}")
     parser.add_argument(
