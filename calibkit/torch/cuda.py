@@ -43,20 +43,31 @@ _UPPER, _MAX, _INF, _NAN, _REJECTED = range(5)
 _META = 12
 
 
+def _cupy():
+    """Import CuPy, or say how to install it."""
+    try:
+        import cupy
+    except ImportError as err:
+        msg = (
+            "CUDA histograms need CuPy: pip install cupy-cuda12x (or cupy-cuda13x, matching "
+            "torch.version.cuda), or collect(..., backend='cpu') to bin on the host"
+        )
+        raise MissingDependencyError(msg) from err
+    return cupy
+
+
 class _Kernels:
     """The compiled kernels (CuPy loads them on each device at its first launch there)."""
 
-    def __init__(self) -> None:
-        try:
-            import cupy
-        except ImportError as err:
-            msg = (
-                "CUDA histograms need CuPy: pip install cupy-cuda12x (or cupy-cuda13x, matching "
-                "torch.version.cuda), or collect(..., backend='cpu') to bin on the host"
-            )
-            raise MissingDependencyError(msg) from err
+    def __init__(self, cooperative: bool) -> None:
+        cupy = _cupy()
         self.cupy = cupy
-        module = cupy.RawModule(code=_SOURCE.read_text(), options=("-std=c++17",))
+        # CuPy makes every launch of a module's kernels cooperative, or none
+        module = cupy.RawModule(
+            code=_SOURCE.read_text(),
+            options=("-std=c++17",),
+            enable_cooperative_groups=cooperative,
+        )
         self.bin = module.get_function("hist_pass")
         self.above = module.get_function("hist_above")
         self.streams: dict[int, object] = {}
@@ -73,9 +84,9 @@ class _Kernels:
 
 
 @functools.cache
-def _kernels() -> _Kernels:
-    """Compile once per process (NVRTC; CuPy also caches the binary on disk)."""
-    return _Kernels()
+def _kernels(cooperative: bool) -> _Kernels:
+    """Compile once per process and kind of launch (NVRTC; CuPy caches the binary on disk)."""
+    return _Kernels(cooperative)
 
 
 class CudaHistograms:
@@ -118,13 +129,13 @@ class CudaHistograms:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.num_bins = num_bins
         self.nan_policy = nan_policy
-        self._k = _kernels()
         props = torch.cuda.get_device_properties(self.device)
-        self._cupy_device = self._k.cupy.cuda.Device(self.device.index)
         if fused is None:
-            runtime = self._k.cupy.cuda.runtime
+            runtime = _cupy().cuda.runtime
             fused = bool(runtime.deviceGetAttribute(_COOPERATIVE_LAUNCH, self.device.index))
         self.fused = fused
+        self._k = _kernels(fused)
+        self._cupy_device = self._k.cupy.cuda.Device(self.device.index)
         self._max_blocks = _BLOCKS_PER_SM * props.multi_processor_count
         self._width = 2 * num_bins + _META
         self._consts = (
@@ -194,13 +205,7 @@ class CudaHistograms:
         k = self._k
         shared = 8 * self.num_bins
         with self._cupy_device, k.stream(stream.cuda_stream):
-            k.bin(
-                (blocks,),
-                (_THREADS,),
-                args + self._consts,
-                shared_mem=shared,
-                enable_cooperative_groups=self.fused,  # the waiting blocks need the rest resident
-            )
+            k.bin((blocks,), (_THREADS,), args + self._consts, shared_mem=shared)
             if not self.fused:
                 k.above((blocks,), (_THREADS,), args + self._consts[:1], shared_mem=shared)
 
