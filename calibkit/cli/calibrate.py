@@ -178,12 +178,11 @@ def _reject_options(args, kind: str) -> None:
 
 def _cmd_calibrate(args) -> int:
     """Compute a TensorRT calibration cache from recorded activations, or dispatch by kind."""
-    from ..cache.format import write_cache
     from ..collect import HistogramCollector
     from ..data.activations import iter_recorded_batches
-    from ..pipeline import check_cache_header, check_share_scales, select_scales
+    from ..pipeline import check_cache_header, check_share_scales
     from ..selectors import make_selector
-    from ..stats import StatsSettings, default_stats_path, save_stats
+    from ..stats import default_stats_path
 
     kind = source_kind(args.source)
     if kind in (".npz", *_CALIBRATE_HANDLERS):
@@ -206,37 +205,58 @@ def _cmd_calibrate(args) -> int:
         collector = HistogramCollector(args.num_bins, nan_policy=args.nan)
         for batch in iter_recorded_batches(args.source):
             collector.update(batch)
-        with shown_warnings("calibrate"):
-            # recorded activations carry no graph: the sharing rules have nothing to act on
-            selection = select_scales(
-                collector.histograms_,
-                selector,
-                trt_version=args.trt_version,
-                share_scales=args.share_scales,
-                header_algorithm=args.header_algorithm,
-            )
-            cache = selection.cache()
-        write_cache(args.output, cache)
-        if stats is not None:
-            settings = StatsSettings(
-                source_kind="activations",
-                source=str(args.source),
-                algorithm=selector.spec,
-                num_bins=args.num_bins,
-                trt_version=args.trt_version,
-                share_scales=args.share_scales,
-                nan_policy=args.nan,
-                num_batches=collector.n_batches_,
-            )
-            save_stats(stats, collector.histograms_, settings=settings)
+        selection, cache = _select_and_write(
+            args, selector, collector.histograms_, stats, "activations", collector.n_batches_
+        )
     _report_nan(collector.histograms_)
+    _print_written(args, selection, cache, collector.n_batches_, stats)
+    return 0
+
+
+def _select_and_write(args, selector, histograms, stats, source_kind, num_batches, data=None):
+    """Select the scales of graph-less statistics; stage the cache and the statistics file.
+
+    For recorded activations and PyTorch runs: they carry no graph, so the sharing rules have
+    nothing to act on (``describe_sharing`` says so). Returns (the selection, the cache).
+    """
+    from ..cache.format import write_cache
+    from ..pipeline import select_scales
+    from ..stats import StatsSettings, save_stats
+
+    with shown_warnings("calibrate"):
+        selection = select_scales(
+            histograms,
+            selector,
+            trt_version=args.trt_version,
+            share_scales=args.share_scales,
+            header_algorithm=args.header_algorithm,
+        )
+        cache = selection.cache()
+    write_cache(args.output, cache)
+    if stats is not None:
+        settings = StatsSettings(
+            source_kind=source_kind,
+            source=str(args.source),
+            data=data,
+            algorithm=selector.spec,
+            num_bins=args.num_bins,
+            trt_version=args.trt_version,
+            share_scales=args.share_scales,
+            nan_policy=args.nan,
+            num_batches=num_batches,
+        )
+        save_stats(stats, histograms, settings=settings)
+    return selection, cache
+
+
+def _print_written(args, selection, cache, num_batches, stats) -> None:
+    """Print what was written (after the files are in place) and the sharing line."""
     print(
-        f"{args.output}: {len(selection.amax)} tensors from {collector.n_batches_} batches "
-        f"({selector.spec}, {cache.to_bytes().splitlines()[0].decode()})"
+        f"{args.output}: {len(selection.amax)} tensors from {num_batches} batches "
+        f"({selection.selector.spec}, {cache.to_bytes().splitlines()[0].decode()})"
         + (f"; statistics in {stats}" if stats else "")
     )
     print(selection.describe_sharing())
-    return 0
 
 
 def _report_nan(histograms) -> None:
@@ -512,10 +532,9 @@ def _add_calibrate_torch(sub) -> None:
 def _cmd_calibrate_torch(args) -> int:
     """Calibrate a PyTorch model (MODULE:FACTORY) on a loader script's batches."""
     from .._optional import require
-    from ..cache.format import write_cache
-    from ..pipeline import check_cache_header, check_share_scales, select_scales
+    from ..pipeline import check_cache_header, check_share_scales
     from ..selectors import make_selector
-    from ..stats import StatsSettings, default_stats_path, save_stats
+    from ..stats import default_stats_path
 
     if not args.data:
         msg = f"{args.source}: a PyTorch model needs calibration inputs: --data LOADER.py"
@@ -544,42 +563,16 @@ def _cmd_calibrate_torch(args) -> int:
         histograms = collector.histograms_
         if onnx_model is not None:
             histograms = _onnx_keyed(args.onnx, onnx_model, collector)
-        with shown_warnings("calibrate"):
-            # a PyTorch run records no graph: the sharing rules have nothing to act on
-            selection = select_scales(
-                histograms,
-                selector,
-                trt_version=args.trt_version,
-                share_scales=args.share_scales,
-                header_algorithm=args.header_algorithm,
-            )
-            cache = selection.cache()
-        write_cache(args.output, cache)
-        if stats is not None:
-            settings = StatsSettings(
-                source_kind="torch",
-                source=str(args.source),
-                data=str(args.data),
-                algorithm=selector.spec,
-                num_bins=args.num_bins,
-                trt_version=args.trt_version,
-                share_scales=args.share_scales,
-                nan_policy=args.nan,
-                num_batches=collector.n_batches_,
-            )
-            save_stats(stats, histograms, settings=settings)
+        selection, cache = _select_and_write(
+            args, selector, histograms, stats, "torch", collector.n_batches_, str(args.data)
+        )
     _report_nan(histograms)
     if onnx_model is None:
         print(
             f"names: {len(histograms)} module paths (no --onnx): TensorRT will not find these "
             "names; give the model exported by torch.onnx.export(..., dynamo=True) as --onnx"
         )
-    print(
-        f"{args.output}: {len(selection.amax)} tensors from {collector.n_batches_} batches "
-        f"({selector.spec}, {cache.to_bytes().splitlines()[0].decode()})"
-        + (f"; statistics in {stats}" if stats else "")
-    )
-    print(selection.describe_sharing())
+    _print_written(args, selection, cache, collector.n_batches_, stats)
     return 0
 
 
