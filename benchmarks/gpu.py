@@ -67,19 +67,24 @@ def _kernel_seconds(fn, reps: int = 20) -> float:
 
 
 @contextlib.contextmanager
-def _launches(fused: bool):
-    """Make the collector's CUDA histograms use one launch per tensor, or two."""
+def _histograms_class(cls):
+    """Make the collector build its CUDA histograms from `cls` (a CudaHistograms subclass)."""
     base = calibkit.torch.cuda.CudaHistograms
-
-    class Chosen(base):
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, fused=fused, **kwargs)
-
-    calibkit.torch.cuda.CudaHistograms = Chosen
+    calibkit.torch.cuda.CudaHistograms = cls
     try:
         yield
     finally:
         calibkit.torch.cuda.CudaHistograms = base
+
+
+def _launches(fused: bool):
+    """Make the collector's CUDA histograms use one launch per tensor, or two."""
+
+    class Chosen(CudaHistograms):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, fused=fused, **kwargs)
+
+    return _histograms_class(Chosen)
 
 
 def bandwidth() -> dict:
@@ -223,18 +228,13 @@ def _bytes_per_forward(model, x, call) -> int:
     """Bytes the collector reads in one forward (every tensor it bins, once)."""
     seen = []
 
-    class Counting(calibkit.torch.cuda.CudaHistograms):
+    class Counting(CudaHistograms):
         def add(self, name, t):
             seen.append(t.numel() * t.element_size())
             super().add(name, t)
 
-    base = calibkit.torch.cuda.CudaHistograms
-    calibkit.torch.cuda.CudaHistograms = Counting
-    try:
-        with torch.inference_mode(), collect(model):
-            call(model, x)
-    finally:
-        calibkit.torch.cuda.CudaHistograms = base
+    with _histograms_class(Counting), torch.inference_mode(), collect(model):
+        call(model, x)
     return sum(seen)
 
 
