@@ -167,9 +167,10 @@ class CudaHistograms:
     def _slot(self, name: str) -> int:
         slot = self._slots.get(name)
         if slot is None:
-            slot = self._slots[name] = len(self._slots)
+            slot = len(self._slots)
             if slot >= self._capacity:
                 self._grow(2 * self._capacity)
+            self._slots[name] = slot  # only once its row exists (growing can fail: no memory)
         return slot
 
     @property
