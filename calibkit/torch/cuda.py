@@ -36,6 +36,8 @@ _THREADS = 512
 _BLOCKS_PER_SM = 2  # __launch_bounds__(512, 2): a grid of 2 blocks per SM is co-resident
 _COOPERATIVE_LAUNCH = 95  # cudaDevAttrCooperativeLaunch
 _MIN_BLOCK_BYTES = 64 << 10  # fewer, fuller blocks: each ends with up to num_bins atomics
+# A block counts in 32-bit shared memory: it would take a tensor of 2**32 values per block
+# (2**32 * 2 * SMs, over 10**12 values on an H100) to wrap, more than any GPU holds.
 _SOURCE = Path(__file__).with_name("_kernel.cu")
 
 # The fields after counts and scratch in a histogram's row (_kernel.cu's M_* constants).
